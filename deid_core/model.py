@@ -1,0 +1,345 @@
+"""Generator and discriminator of the paper (§3.1, Fig. 2a), configured by one dataclass.
+
+Generator (adversarial auto-encoder conditioned on the target's identity descriptor):
+
+* encoder: one convolution, five strided depth-wise separable convolutions with instance
+  normalisation, one fully connected layer to the 1024-d latent; the frozen identity
+  network's descriptor of the target (dlib: 128-d) is concatenated to it;
+* decoder: a fully connected layer to a 4×4 map, then a lattice of upscale blocks
+  (conv to 2× channels, IN, LReLU(0.1), pixel shuffle: W,H ×2, channels ÷4) and residual
+  blocks (x + Conv–LReLU(0.2)–Conv); a tanh convolution gives the image and a sigmoid
+  convolution the blending mask;
+* a low-capacity U-net connection of 32×32×1 from the encoder to the decoder.
+
+Discriminator: four strided convolutions with LReLU, instance norm on all but the first,
+then a sigmoid convolution yielding a single output. All conv weights ~ N(0, 0.02), no
+biases (§4).
+
+Beyond the paper (issue 9): an optional λ-conditioning — log-scaled, normalised λ
+(:func:`lam_feature`) concatenated to the latent and/or FiLM (scale, shift) on the decoder
+blocks — so one network serves every λ at inference time.
+
+Not specified by the paper and chosen here (documented deviations): channel widths, kernel
+sizes (5 for encoder/heads, 3 elsewhere, 4 in D), the exact 128-px lattice (one residual
+block after each of the first four upscales), LReLU(0.1) in the encoder and 0.2 in D, the
+U-net injection (a 1×1 conv to one channel at the encoder's 32² stage, concatenated to the
+decoder's 32² features), instance norm without affine parameters (no biases anywhere).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from deid_core.errors import DeidError
+
+# --------------------------------------------------------------------------------------
+# Configuration
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class ModelConfig:
+    """Architecture of one generator/discriminator pair. Build one with :meth:`preset`."""
+    name: str = "paper-128"
+    size: int = 128                                   # output resolution (128 or 256)
+    width: float = 1.0                                # channel multiplier (compact presets)
+    enc_channels: tuple[int, ...] = (64, 128, 256, 512, 1024, 1024)   # first conv + 5 DS convs
+    latent_dim: int = 1024                            # §3.1 bottleneck
+    id_dim: int = 128                                 # identity descriptor (dlib ResNet-29: 128)
+    dec_start: int = 4                                # spatial size after the decoder FC
+    dec_channels: int = 1024                          # channels after the decoder FC
+    dec_res_blocks: tuple[int, ...] = (1, 1, 1, 1, 0)  # residual blocks after each upscale
+    unet_res: int = 32                                # U-net connection 32×32×1 (§3.1)
+    unet_channels: int = 1
+    disc_channels: tuple[int, ...] = (64, 128, 256, 512)
+    enc_kernel: int = 5
+    # λ-conditioning (issue 9)
+    lam_cond: bool = False
+    lam_concat: bool = True                           # λ feature concatenated to the latent
+    lam_film: bool = True                             # FiLM on the decoder blocks
+    lam_min: float = 1e-8                             # λ ≤ lam_min maps to feature 0
+    lam_max: float = 2e-5                             # λ = lam_max maps to feature 1
+    lam_embed_dim: int = 16
+
+    @staticmethod
+    def preset(name: str, **overrides) -> "ModelConfig":
+        """Named presets: ``paper-128``, ``paper-256``, ``compact-128``; ``-lamcond`` suffix
+        (or ``lam_cond=True``) gives the λ-conditioned variant (issue 9)."""
+        base = name
+        lam_cond = False
+        if base.endswith("-lamcond"):
+            base, lam_cond = base[: -len("-lamcond")], True
+        if base == "paper-128":
+            cfg = ModelConfig(name=name)
+        elif base == "paper-256":
+            # §3.1: "simplified and enlarged", 6 × (Upscale → Residual) from 4×4 to 256×256.
+            cfg = ModelConfig(name=name, size=256, enc_channels=(32, 64, 128, 256, 512, 512),
+                              dec_channels=1024, dec_res_blocks=(1, 1, 1, 1, 1, 1))
+        elif base == "compact-128":
+            cfg = ModelConfig(name=name, width=0.25)
+        else:
+            raise DeidError(f"unknown model preset '{name}' (paper-128, paper-256, compact-128, "
+                            f"optionally with '-lamcond')")
+        cfg.lam_cond = lam_cond
+        for k, v in overrides.items():
+            if not hasattr(cfg, k):
+                raise DeidError(f"unknown ModelConfig field '{k}'")
+            setattr(cfg, k, v)
+        cfg.validate()
+        return cfg
+
+    # derived ---------------------------------------------------------------------------
+    def ch(self, c: int) -> int:
+        """Apply the width multiplier (multiples of 4 so pixel shuffle divides evenly)."""
+        return max(4, int(round(c * self.width / 4)) * 4)
+
+    @property
+    def n_up(self) -> int:
+        return int(round(math.log2(self.size / self.dec_start)))
+
+    def validate(self) -> None:
+        if self.size not in (64, 128, 256, 512):
+            raise DeidError(f"ModelConfig.size must be 64/128/256/512, got {self.size}")
+        if len(self.enc_channels) != 6:
+            raise DeidError("ModelConfig.enc_channels needs 6 entries (first conv + 5 DS convs)")
+        if len(self.dec_res_blocks) != self.n_up:
+            raise DeidError(f"ModelConfig.dec_res_blocks needs {self.n_up} entries for "
+                            f"size {self.size} from {self.dec_start}², got {self.dec_res_blocks}")
+        if self.dec_start * 2 ** self.n_up != self.size:
+            raise DeidError("size must be dec_start × a power of two")
+        if self.unet_channels * self.unet_res ** 2 > self.latent_dim:
+            raise DeidError("U-net connection may not exceed the bottleneck size (§3.1)")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @staticmethod
+    def from_dict(d: dict) -> "ModelConfig":
+        names = {f.name for f in dataclasses.fields(ModelConfig)}
+        kw = {k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k in names}
+        cfg = ModelConfig(**kw)
+        cfg.validate()
+        return cfg
+
+
+PRESETS = ("paper-128", "paper-256", "compact-128")
+
+
+def lam_feature(lam: torch.Tensor, cfg: ModelConfig) -> torch.Tensor:
+    """Log-scaled, normalised λ (issue 9): 0 for λ ≤ lam_min, 1 at lam_max, log-linear between."""
+    lam = lam.float().clamp_min(0)
+    lo, hi = math.log10(cfg.lam_min), math.log10(cfg.lam_max)
+    return ((torch.log10(lam + cfg.lam_min) - lo) / (hi - lo)).clamp(0, 2)
+
+
+# --------------------------------------------------------------------------------------
+# Blocks
+# --------------------------------------------------------------------------------------
+
+
+def _conv(cin: int, cout: int, k: int, stride: int = 1, groups: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, k, stride=stride, padding=k // 2, groups=groups, bias=False)
+
+
+class SeparableDown(nn.Module):
+    """Strided depth-wise separable convolution + instance norm + LReLU(0.1) (§3.1)."""
+
+    def __init__(self, cin: int, cout: int, k: int = 5):
+        super().__init__()
+        self.depthwise = nn.Conv2d(cin, cin, k, stride=2, padding=k // 2, groups=cin, bias=False)
+        self.pointwise = nn.Conv2d(cin, cout, 1, bias=False)
+        self.norm = nn.InstanceNorm2d(cout)
+        self.act = nn.LeakyReLU(0.1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.norm(self.pointwise(self.depthwise(x))))
+
+
+class FiLM(nn.Module):
+    """Feature-wise affine modulation from the λ embedding (issue 9); identity at init."""
+
+    def __init__(self, emb_dim: int, channels: int):
+        super().__init__()
+        self.proj = nn.Linear(emb_dim, 2 * channels)
+        nn.init.zeros_(self.proj.weight)
+        nn.init.zeros_(self.proj.bias)
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        gamma, beta = self.proj(emb).to(x.dtype)[:, :, None, None].chunk(2, dim=1)
+        return x * (1 + gamma) + beta
+
+
+class UpscaleBlock(nn.Module):
+    """Conv to 2× the input channels, IN, LReLU(0.1), pixel shuffle (W,H ×2, C ÷4) (§3.1)."""
+
+    def __init__(self, cin: int, cout: int, film_dim: int = 0):
+        super().__init__()
+        self.conv = _conv(cin, 4 * cout, 3)
+        self.norm = nn.InstanceNorm2d(4 * cout)
+        self.act = nn.LeakyReLU(0.1)
+        self.shuffle = nn.PixelShuffle(2)
+        self.film = FiLM(film_dim, 4 * cout) if film_dim else None
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor | None = None) -> torch.Tensor:
+        y = self.norm(self.conv(x))
+        if self.film is not None and emb is not None:
+            y = self.film(y, emb)
+        return self.shuffle(self.act(y))
+
+
+class ResidualBlock(nn.Module):
+    """x + Conv–LReLU(0.2)–Conv (§3.1, §4)."""
+
+    def __init__(self, ch: int, film_dim: int = 0):
+        super().__init__()
+        self.conv1 = _conv(ch, ch, 3)
+        self.act = nn.LeakyReLU(0.2)
+        self.conv2 = _conv(ch, ch, 3)
+        self.film = FiLM(film_dim, ch) if film_dim else None
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor | None = None) -> torch.Tensor:
+        y = self.conv2(self.act(self.conv1(x)))
+        if self.film is not None and emb is not None:
+            y = self.film(y, emb)
+        return x + y
+
+
+def init_weights(module: nn.Module) -> None:
+    """N(0, 0.02) on every convolution weight (§4); FiLM projections stay zero."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.normal_(m.weight, 0.0, 0.02)
+
+
+# --------------------------------------------------------------------------------------
+# Networks
+# --------------------------------------------------------------------------------------
+
+
+class Generator(nn.Module):
+    """G(x_distorted, e_target[, λ]) → (image in [−1, 1], mask in [0, 1]) (§3.1, Fig. 2a)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        cfg.validate()
+        self.cfg = cfg
+        ec = [cfg.ch(c) for c in cfg.enc_channels]
+        k = cfg.enc_kernel
+        # encoder
+        self.enc_in = nn.Sequential(_conv(3, ec[0], k), nn.LeakyReLU(0.1))
+        self.enc_down = nn.ModuleList(SeparableDown(ec[i], ec[i + 1], k) for i in range(5))
+        enc_res = [cfg.size // 2 ** (i + 1) for i in range(5)]
+        if cfg.unet_res not in enc_res:
+            raise DeidError(f"U-net resolution {cfg.unet_res} is not an encoder stage {enc_res}")
+        self.unet_stage = enc_res.index(cfg.unet_res)
+        self.unet_proj = _conv(ec[self.unet_stage + 1], cfg.unet_channels, 1)
+        self.enc_final = enc_res[-1]
+        self.enc_fc = nn.Linear(ec[-1] * self.enc_final ** 2, cfg.latent_dim, bias=False)
+        # λ conditioning
+        self.lam_dim = cfg.lam_embed_dim if cfg.lam_cond else 0
+        if cfg.lam_cond:
+            self.lam_mlp = nn.Sequential(nn.Linear(1, cfg.lam_embed_dim), nn.LeakyReLU(0.2),
+                                         nn.Linear(cfg.lam_embed_dim, cfg.lam_embed_dim))
+        film_dim = self.lam_dim if (cfg.lam_cond and cfg.lam_film) else 0
+        concat_dim = self.lam_dim if (cfg.lam_cond and cfg.lam_concat) else 0
+        # decoder
+        c0 = cfg.ch(cfg.dec_channels)
+        self.dec_c0 = c0
+        self.dec_fc = nn.Linear(cfg.latent_dim + cfg.id_dim + concat_dim,
+                                c0 * cfg.dec_start ** 2, bias=False)
+        self.dec_blocks = nn.ModuleList()
+        self.unet_after = None
+        c, res = c0, cfg.dec_start
+        for i, n_res in enumerate(cfg.dec_res_blocks):
+            cin = c + (cfg.unet_channels if res == cfg.unet_res else 0)
+            if res == cfg.unet_res:
+                self.unet_after = len(self.dec_blocks)   # concat before this block
+            cout = max(4, c // 2)
+            self.dec_blocks.append(UpscaleBlock(cin, cout, film_dim))
+            c, res = cout, res * 2
+            for _ in range(n_res):
+                self.dec_blocks.append(ResidualBlock(c, film_dim))
+        if self.unet_after is None:
+            raise DeidError(f"U-net resolution {cfg.unet_res} is not a decoder stage")
+        self.out_channels = c
+        self.to_image = _conv(c, 3, k)
+        self.to_mask = _conv(c, 1, k)
+        init_weights(self)
+
+    def lam_embedding(self, lam: torch.Tensor | float | None, n: int, device) -> torch.Tensor | None:
+        if not self.cfg.lam_cond:
+            return None
+        if lam is None:
+            raise DeidError("this λ-conditioned generator needs a λ value")
+        lam_t = torch.as_tensor(lam, dtype=torch.float32, device=device).reshape(-1)
+        if lam_t.numel() == 1:
+            lam_t = lam_t.expand(n)
+        if lam_t.numel() != n:
+            raise DeidError(f"λ must be a scalar or one value per example ({n}), got {lam_t.numel()}")
+        return self.lam_mlp(lam_feature(lam_t, self.cfg)[:, None])
+
+    def forward(self, x: torch.Tensor, id_emb: torch.Tensor,
+                lam: torch.Tensor | float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        n = x.shape[0]
+        if x.shape[1:] != (3, self.cfg.size, self.cfg.size):
+            raise DeidError(f"generator input must be N×3×{self.cfg.size}×{self.cfg.size}, "
+                            f"got {tuple(x.shape)}")
+        if id_emb.shape != (n, self.cfg.id_dim):
+            raise DeidError(f"identity embedding must be N×{self.cfg.id_dim}, got {tuple(id_emb.shape)}")
+        h = self.enc_in(x)
+        skip = None
+        for i, down in enumerate(self.enc_down):
+            h = down(h)
+            if i == self.unet_stage:
+                skip = self.unet_proj(h)
+        latent = self.enc_fc(h.flatten(1))
+        emb = self.lam_embedding(lam, n, x.device)
+        parts = [latent, id_emb.to(latent.dtype)]
+        if emb is not None and self.cfg.lam_concat:
+            parts.append(emb.to(latent.dtype))
+        z = self.dec_fc(torch.cat(parts, dim=1))
+        h = z.view(n, self.dec_c0, self.cfg.dec_start, self.cfg.dec_start)
+        film = emb if self.cfg.lam_film else None
+        for j, block in enumerate(self.dec_blocks):
+            if j == self.unet_after:
+                h = torch.cat([h, skip.to(h.dtype)], dim=1)
+            h = block(h, film)
+        return torch.tanh(self.to_image(h)), torch.sigmoid(self.to_mask(h))
+
+
+class Discriminator(nn.Module):
+    """Four strided convs (k4 s2) with LReLU(0.2), IN on all but the first, then a sigmoid
+    convolution covering the remaining map → one output per image (§3.1)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        chs = [cfg.ch(c) for c in cfg.disc_channels]
+        layers: list[nn.Module] = []
+        cin = 3
+        for i, c in enumerate(chs):
+            layers.append(nn.Conv2d(cin, c, 4, stride=2, padding=1, bias=False))
+            if i > 0:
+                layers.append(nn.InstanceNorm2d(c))
+            layers.append(nn.LeakyReLU(0.2))
+            cin = c
+        final = cfg.size // 16
+        layers.append(nn.Conv2d(cin, 1, final, stride=1, padding=0, bias=False))
+        layers.append(nn.Sigmoid())
+        self.net = nn.Sequential(*layers)
+        init_weights(self)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x).flatten(1)   # N×1
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def build(cfg: ModelConfig) -> tuple[Generator, Discriminator]:
+    return Generator(cfg), Discriminator(cfg)
