@@ -1,0 +1,586 @@
+"""Test-time face pipeline around the network (paper §3, steps a–d and f–h) and the
+training-side face cache (:func:`prepare_faces`).
+
+Steps, as in the paper (§3, "test time"):
+
+a. square face boxes from a detector chosen by name (:attr:`AlignConfig.detector`):
+   ``"hog"`` dlib's frontal HOG detector (default, the paper's choice), ``"cnn"`` dlib's
+   ``mmod_human_face_detector.dat`` (face-recognition-models), ``"mtcnn"`` facenet-pytorch's
+   MTCNN on CPU. Optional fast path: detection on a frame scaled by
+   :attr:`AlignConfig.detect_scale`, landmarks always at full scale.
+b. 68 landmarks with dlib's ``shape_predictor_68_face_landmarks.dat`` (Kazemi & Sullivan).
+c. a least-squares similarity transform (scale, rotation, translation; no reflection),
+   computed with an explicit Umeyama (1991) solution (:func:`umeyama`) from all 68
+   landmarks to the averaged-face template :func:`template_landmarks`.
+d. the face is warped into a ``size``×``size`` crop (``cv2.warpAffine``, bilinear,
+   reflected border).
+e. the network: any callable ``net(crops uint8 N×S×S×3) -> (images uint8 N×S×S×3,
+   masks float32 N×S×S in [0, 1])``, called once per frame for all faces.
+f. image and mask are warped back with the inverse transform (mask border 0);
+g. per pixel ``out = m·generated + (1 − m)·input``;
+h. the result is merged only inside the convex hull of the 68 landmarks, feathered
+   *inside* the hull over ``feather × face size`` pixels, so every pixel outside the hull
+   (and on its rasterised boundary) is exactly unchanged.
+
+Averaged-face template: ``deid_core/assets/template68.json`` holds the mean 68-point shape
+(derived offline by ``scripts/derive_template.py``: generalised Procrustes over the NASA
+portraits, plus CelebA crops when present), normalised so its landmark bounding box is
+centred at (0.5, 0.5) with its larger side 1. In a crop of side ``S`` with margin ``m``, the
+landmark box has side ``(1 − 2m)·S``, is centred horizontally and shifted down by ``m/4·S``
+(more forehead than neck). Default ``m = 0.2``.
+
+Input images (:func:`to_rgb_uint8`): uint8 H×W×3 RGB (BGR with ``order="bgr"``); grayscale
+H×W or H×W×1 is replicated to 3 channels; 4-channel RGBA/BGRA drops the alpha channel (the
+stored colour values are kept, no compositing); anything else (float, uint16, bool, other
+shapes) raises :class:`DeidError` naming the shape and dtype.
+
+Face cache written by :func:`prepare_faces` (read by the training datasets)::
+
+    dst_dir/meta.json       {"size", "margin", "detector", "detect_scale", "upsample",
+                             "template": "template68.json", "format", "src_dir", "deid_version"}
+    dst_dir/index.jsonl     one JSON object per aligned face, one per source image:
+        path       crop file, relative to dst_dir (posix), e.g. "07201/000123.png"
+        person     identity: the first folder below src_dir, or the file stem for files
+                   directly in src_dir (flat NASA layout)
+        source     source image, relative to src_dir (posix)
+        box        [x0, y0, x1, y1] square face box in source pixels
+        score      detector score; n_faces: faces found (the largest box is kept)
+        landmarks  68×[x, y] in crop pixels;  M: 2×3 source→crop similarity
+    dst_dir/skipped.jsonl   {"source", "reason"} for images with no face / unreadable
+    dst_dir/summary.json    counts, skipped list and throughput of the last run
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import cv2
+import numpy as np
+
+from deid_core import paths
+from deid_core.errors import DeidError
+
+DEFAULT_MARGIN = 0.2
+TEMPLATE_FILE = Path(__file__).resolve().parent / "assets" / "template68.json"
+DETECTORS = ("hog", "cnn", "mtcnn")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+
+NetFn = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+
+# ----------------------------------------------------------------------------------------
+# Input conversion.
+
+def to_rgb_uint8(image: Any, order: str = "rgb", name: str = "image") -> np.ndarray:
+    """The one input rule: return a contiguous uint8 H×W×3 RGB array (see module doc).
+
+    ``order`` is the channel order of 3/4-channel input, ``"rgb"`` (default) or ``"bgr"``
+    (OpenCV). Grayscale is replicated, alpha is dropped, float/other dtypes are refused.
+    """
+    if order not in ("rgb", "bgr"):
+        raise DeidError(f"{name}: channel order must be 'rgb' or 'bgr', got {order!r}")
+    if hasattr(image, "mode") and hasattr(image, "convert"):  # PIL image
+        image = _pil_to_array(image, name)
+    if not isinstance(image, np.ndarray):
+        raise DeidError(f"{name}: expected a numpy uint8 image, got {type(image).__name__}")
+    if image.dtype != np.uint8:
+        hint = (" (float images are not accepted: convert with "
+                "(x * 255).round().astype(np.uint8) if they are in [0, 1])"
+                if np.issubdtype(image.dtype, np.floating) else "")
+        raise DeidError(f"{name}: expected dtype uint8, got {image.dtype} with shape "
+                        f"{image.shape}{hint}")
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]
+    if image.ndim == 2:
+        image = np.repeat(image[:, :, None], 3, axis=2)
+    elif image.ndim == 3 and image.shape[2] in (3, 4):
+        image = image[:, :, :3]
+        if order == "bgr":
+            image = image[:, :, ::-1]
+    else:
+        raise DeidError(f"{name}: expected H×W, H×W×1, H×W×3 or H×W×4 uint8, got shape "
+                        f"{image.shape} dtype {image.dtype}")
+    if image.shape[0] < 1 or image.shape[1] < 1:
+        raise DeidError(f"{name}: empty image of shape {image.shape}")
+    return np.ascontiguousarray(image)
+
+
+def _pil_to_array(img: Any, name: str) -> np.ndarray:
+    if img.mode in ("RGB", "L", "RGBA"):
+        return np.asarray(img)
+    if img.mode in ("P", "LA", "PA", "CMYK", "YCbCr", "LAB", "HSV", "1"):
+        return np.asarray(img.convert("RGBA" if "A" in img.mode or img.mode == "P" else "RGB"))
+    raise DeidError(f"{name}: unsupported image mode {img.mode!r} (expected 8-bit RGB, RGBA "
+                    f"or grayscale)")
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """Read an image file (EXIF orientation applied) as uint8 RGB with :func:`to_rgb_uint8`."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+    path = Path(path)
+    if not path.is_file():
+        raise DeidError(f"image file not found: {path}")
+    try:
+        with Image.open(path) as img:
+            img = ImageOps.exif_transpose(img)
+            img.load()
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise DeidError(f"cannot read image {path}: {exc}") from exc
+    return to_rgb_uint8(img, name=str(path))
+
+
+def write_image(path: str | os.PathLike, image: np.ndarray, quality: int = 95) -> Path:
+    """Write uint8 RGB atomically (temp file in the same folder, then ``os.replace``)."""
+    from PIL import Image
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = paths.atomic_write_path(path)
+    kwargs = {"quality": quality} if path.suffix.lower() in (".jpg", ".jpeg", ".webp") else {}
+    try:
+        Image.fromarray(to_rgb_uint8(image)).save(tmp, **kwargs)
+        os.replace(tmp, path)
+    except (OSError, ValueError, KeyError) as exc:
+        raise DeidError(f"cannot write image {path}: {exc}") from exc
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    """Write a text file atomically (temp file in the same folder, then ``os.replace``)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = paths.atomic_write_path(path)
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+# ----------------------------------------------------------------------------------------
+# Template and similarity transform (step c).
+
+@functools.lru_cache(maxsize=1)
+def _template_unit() -> np.ndarray:
+    try:
+        data = json.loads(TEMPLATE_FILE.read_text(encoding="utf-8"))
+        unit = np.asarray(data["unit_landmarks"], dtype=np.float64)
+    except (OSError, KeyError, ValueError) as exc:
+        raise DeidError(f"averaged-face template unreadable: {TEMPLATE_FILE}: {exc}") from exc
+    if unit.shape != (68, 2):
+        raise DeidError(f"averaged-face template {TEMPLATE_FILE}: expected 68×2, got {unit.shape}")
+    return unit
+
+
+def template_landmarks(size: int, margin: float = DEFAULT_MARGIN) -> np.ndarray:
+    """The averaged face's 68 landmarks (float32 68×2) in a ``size``×``size`` crop (§3 c).
+
+    The unit template (landmark box centred at 0.5, larger side 1) is scaled to a landmark
+    box of side ``(1 − 2·margin)·size``, centred horizontally and ``margin/4·size`` below
+    the crop centre vertically.
+    """
+    if not (isinstance(size, (int, np.integer)) and size >= 16):
+        raise DeidError(f"template size must be an integer >= 16, got {size!r}")
+    if not 0.0 <= margin < 0.45:
+        raise DeidError(f"template margin must be in [0, 0.45), got {margin!r}")
+    unit = _template_unit()
+    side = (1.0 - 2.0 * margin) * size
+    centre = np.array([0.5 * size, (0.5 + margin / 4.0) * size])
+    return ((unit - 0.5) * side + centre).astype(np.float32)
+
+
+def umeyama(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """Least-squares similarity (scale, rotation, translation; no reflection) src→dst.
+
+    Umeyama, "Least-squares estimation of transformation parameters between two point
+    patterns", TPAMI 1991. Returns a float64 2×3 matrix ``M`` with ``dst ≈ M @ [src; 1]``.
+    """
+    src = np.asarray(src, dtype=np.float64)
+    dst = np.asarray(dst, dtype=np.float64)
+    if src.shape != dst.shape or src.ndim != 2 or src.shape[1] != 2 or src.shape[0] < 2:
+        raise DeidError(f"umeyama: expected two N×2 point sets (N >= 2), got {src.shape} "
+                        f"and {dst.shape}")
+    if not (np.isfinite(src).all() and np.isfinite(dst).all()):
+        raise DeidError("umeyama: landmarks contain NaN or inf")
+    mu_s, mu_d = src.mean(0), dst.mean(0)
+    sc, dc = src - mu_s, dst - mu_d
+    var_s = (sc ** 2).sum() / len(src)
+    if var_s <= 1e-12:
+        raise DeidError("umeyama: degenerate landmarks (all points coincide)")
+    cov = dc.T @ sc / len(src)
+    u, s, vt = np.linalg.svd(cov)
+    d = np.ones(2)
+    if np.linalg.det(u) * np.linalg.det(vt) < 0:
+        d[1] = -1.0
+    rot = u @ np.diag(d) @ vt
+    scale = (s * d).sum() / var_s
+    m = np.empty((2, 3))
+    m[:, :2] = scale * rot
+    m[:, 2] = mu_d - scale * rot @ mu_s
+    return m
+
+
+def apply_affine(M: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Apply a 2×3 affine matrix to N×2 points (float32 result)."""
+    pts = np.asarray(points, dtype=np.float64)
+    return (pts @ np.asarray(M, dtype=np.float64)[:, :2].T + np.asarray(M)[:, 2]).astype(np.float32)
+
+
+# ----------------------------------------------------------------------------------------
+# Faces and the aligner.
+
+@dataclass
+class Face:
+    """One detected face: square box and 68 landmarks in frame pixels (steps a+b)."""
+    box: np.ndarray        # (4,) float32 x0, y0, x1, y1 (square), frame pixels
+    landmarks: np.ndarray  # (68, 2) float32, frame pixels
+    score: float = 1.0
+
+    def to_json(self) -> dict:
+        return {"box": [round(float(v), 2) for v in self.box],
+                "landmarks": np.round(self.landmarks.astype(np.float64), 2).tolist(),
+                "score": round(float(self.score), 4)}
+
+
+@dataclass
+class AlignConfig:
+    """Settings of :class:`FaceAligner` (paper §3 a–d, f–h)."""
+    size: int = 128               # crop side (the model's resolution: 128 or 256)
+    margin: float = DEFAULT_MARGIN  # crop margin around the template's landmark box, per side
+    detector: str = "hog"         # "hog" (dlib frontal), "cnn" (dlib mmod), "mtcnn" (facenet-pytorch)
+    detect_scale: float = 1.0     # fast path: detect on the frame scaled by this (<= 1)
+    upsample: int = 0             # dlib detector upsampling (finds faces < 80 px at scale 1)
+    min_score: float = 0.0        # detections below this score are dropped (HOG/CNN: SVM/mmod score; MTCNN: prob)
+    feather: float = 0.08         # hull feather width as a fraction of the face size (hull box side)
+    order: str = "rgb"            # channel order of 3/4-channel input frames ("rgb" or "bgr")
+
+    def __post_init__(self) -> None:
+        if self.detector not in DETECTORS:
+            raise DeidError(f"unknown face detector {self.detector!r}; choose one of {DETECTORS}")
+        if not (isinstance(self.size, (int, np.integer)) and 16 <= self.size <= 2048):
+            raise DeidError(f"crop size must be an integer in [16, 2048], got {self.size!r}")
+        if not 0.0 < self.detect_scale <= 1.0:
+            raise DeidError(f"detect_scale must be in (0, 1], got {self.detect_scale!r}")
+        if not (isinstance(self.upsample, (int, np.integer)) and 0 <= self.upsample <= 3):
+            raise DeidError(f"upsample must be an integer in [0, 3], got {self.upsample!r}")
+        if not 0.0 <= self.feather <= 0.5:
+            raise DeidError(f"feather must be in [0, 0.5], got {self.feather!r}")
+        if not 0.0 <= self.margin < 0.45:
+            raise DeidError(f"margin must be in [0, 0.45), got {self.margin!r}")
+        if self.order not in ("rgb", "bgr"):
+            raise DeidError(f"order must be 'rgb' or 'bgr', got {self.order!r}")
+
+
+def _square(x0: float, y0: float, x1: float, y1: float) -> np.ndarray:
+    cx, cy, side = (x0 + x1) / 2.0, (y0 + y1) / 2.0, max(x1 - x0, y1 - y0)
+    return np.array([cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2], np.float32)
+
+
+class FaceAligner:
+    """Detect, align, warp, and paste back faces (paper §3 a–d, f–h).
+
+    Model files are loaded lazily, once per object. Frames are uint8 RGB (see
+    :func:`to_rgb_uint8`); ``config.order="bgr"`` accepts OpenCV frames in :meth:`process`.
+    """
+
+    def __init__(self, config: AlignConfig | None = None, **overrides: Any) -> None:
+        config = config or AlignConfig()
+        self.config = dataclasses.replace(config, **overrides) if overrides else config
+        self.size = int(self.config.size)
+        self._template: np.ndarray | None = None
+        self._detector: Any = None
+        self._predictor: Any = None
+
+    # -- template and model files (lazy) -------------------------------------------------
+    @property
+    def template(self) -> np.ndarray:
+        """The averaged face's 68 points in this aligner's crop (:func:`template_landmarks`)."""
+        if self._template is None:
+            self._template = template_landmarks(self.size, self.config.margin)
+        return self._template
+
+    @property
+    def predictor(self) -> Any:
+        if self._predictor is None:
+            import dlib
+            self._predictor = dlib.shape_predictor(
+                str(paths.dlib_model("shape_predictor_68_face_landmarks.dat")))
+        return self._predictor
+
+    @property
+    def detector(self) -> Any:
+        if self._detector is None:
+            name = self.config.detector
+            if name == "hog":
+                import dlib
+                self._detector = dlib.get_frontal_face_detector()
+            elif name == "cnn":
+                import dlib
+                self._detector = dlib.cnn_face_detection_model_v1(
+                    str(paths.dlib_model("mmod_human_face_detector.dat")))
+            else:
+                try:
+                    from facenet_pytorch import MTCNN
+                except ImportError as exc:
+                    raise DeidError("detector 'mtcnn' needs facenet-pytorch: "
+                                    "pip install facenet-pytorch==2.5.3") from exc
+                self._detector = MTCNN(keep_all=True, device="cpu", post_process=False)
+        return self._detector
+
+    # -- steps a + b ----------------------------------------------------------------------
+    def detect_boxes(self, frame: np.ndarray) -> list[tuple[np.ndarray, float]]:
+        """Step a: raw detector boxes ``(x0, y0, x1, y1)`` in frame pixels and scores.
+
+        With ``detect_scale < 1`` the detector runs on a downscaled frame (INTER_AREA) and
+        boxes are scaled back (the fast path). Sorted by box area, largest first.
+        """
+        rgb = to_rgb_uint8(frame)
+        s = self.config.detect_scale
+        small = rgb if s >= 1.0 else cv2.resize(rgb, None, fx=s, fy=s, interpolation=cv2.INTER_AREA)
+        if min(small.shape[:2]) < 8:
+            return []
+        out: list[tuple[np.ndarray, float]] = []
+        name = self.config.detector
+        if name == "hog":
+            gray = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)
+            rects, scores, _ = self.detector.run(gray, self.config.upsample, 0.0)
+            for r, sc in zip(rects, scores):
+                out.append((np.array([r.left(), r.top(), r.right() + 1, r.bottom() + 1],
+                                     np.float64), float(sc)))
+        elif name == "cnn":
+            for d in self.detector(small, self.config.upsample):
+                r = d.rect
+                out.append((np.array([r.left(), r.top(), r.right() + 1, r.bottom() + 1],
+                                     np.float64), float(d.confidence)))
+        else:
+            import torch
+            with torch.no_grad():
+                boxes, probs = self.detector.detect(small)
+            if boxes is not None:
+                for b, p in zip(boxes, probs):
+                    out.append((np.asarray(b, np.float64), float(p)))
+        out = [(b / s, sc) for b, sc in out if sc >= self.config.min_score]
+        out.sort(key=lambda t: -(t[0][2] - t[0][0]) * (t[0][3] - t[0][1]))
+        return out
+
+    def landmarks(self, frame: np.ndarray, box: Sequence[float]) -> np.ndarray:
+        """Step b: 68 dlib landmarks (float32 68×2, frame pixels) inside a detector box."""
+        import dlib
+        rgb = to_rgb_uint8(frame)
+        x0, y0, x1, y1 = (int(round(v)) for v in box)
+        shape = self.predictor(rgb, dlib.rectangle(x0, y0, x1 - 1, y1 - 1))
+        return np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float32)
+
+    def detect(self, frame: np.ndarray) -> list[Face]:
+        """Steps a+b: every face in the frame (largest first) with a square box and 68 points."""
+        rgb = to_rgb_uint8(frame, self.config.order)
+        faces = []
+        for box, score in self.detect_boxes(rgb):
+            faces.append(Face(box=_square(*box), landmarks=self.landmarks(rgb, box), score=score))
+        return faces
+
+    # -- steps c, d -----------------------------------------------------------------------
+    def transform(self, landmarks: np.ndarray) -> np.ndarray:
+        """Step c: 2×3 float64 similarity frame→crop (Umeyama, all 68 points → template)."""
+        lm = np.asarray(landmarks, dtype=np.float64)
+        if lm.shape != (68, 2):
+            raise DeidError(f"expected 68×2 landmarks, got shape {lm.shape}")
+        return umeyama(lm, self.template)
+
+    def warp(self, frame: np.ndarray, M: np.ndarray) -> np.ndarray:
+        """Step d: the aligned ``size``×``size``×3 uint8 crop (bilinear, reflected border)."""
+        rgb = to_rgb_uint8(frame)
+        return cv2.warpAffine(rgb, np.asarray(M, np.float64), (self.size, self.size),
+                              flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
+
+    # -- steps f, g, h --------------------------------------------------------------------
+    def hull_weight(self, landmarks: np.ndarray, shape: tuple[int, int]
+                    ) -> tuple[tuple[int, int, int, int], np.ndarray] | None:
+        """Step h's merge weight on the hull's bounding rectangle ``(x, y, w, h)``.
+
+        1 deep inside the convex hull of the 68 points, ramping linearly to 0 over
+        ``feather × face size`` pixels (distance transform *inside* the hull); exactly 0 on
+        the rasterised hull boundary and outside. ``None`` when the hull is off-frame.
+        """
+        H, W = shape[:2]
+        pts = np.round(np.asarray(landmarks, np.float64)).astype(np.int32)
+        hull = cv2.convexHull(pts)
+        x, y, w, h = cv2.boundingRect(hull)
+        x0, y0, x1, y1 = max(x, 0), max(y, 0), min(x + w, W), min(y + h, H)
+        if x1 - x0 < 3 or y1 - y0 < 3:
+            return None
+        # Rasterise the whole hull (its box may overhang the frame), then cut to the frame.
+        full = np.zeros((h + 2, w + 2), np.uint8)
+        cv2.fillConvexPoly(full, hull - np.array([x - 1, y - 1], np.int32), 1)
+        dist = cv2.distanceTransform(full, cv2.DIST_L2, 3)
+        feather = max(1.0, self.config.feather * max(w, h))
+        weight = np.clip((dist - 1.0) / feather, 0.0, 1.0).astype(np.float32)
+        weight = weight[1 + y0 - y:1 + y1 - y, 1 + x0 - x:1 + x1 - x]
+        return (x0, y0, x1 - x0, y1 - y0), weight
+
+    def paste(self, frame: np.ndarray, face: Face, M: np.ndarray, image: np.ndarray,
+              mask: np.ndarray, inplace: bool = False) -> np.ndarray:
+        """Steps f+g+h for one face: unwarp ``image``/``mask`` with ``M⁻¹``, blend
+        ``m·generated + (1 − m)·input``, and merge inside the feathered landmark hull.
+
+        Only the hull's bounding rectangle is computed; returns a new frame unless
+        ``inplace`` (then ``frame`` must be a writable uint8 RGB array and is modified).
+        """
+        out = frame if inplace else to_rgb_uint8(frame).copy()
+        S = self.size
+        image = np.asarray(image)
+        mask = np.asarray(mask, dtype=np.float32)
+        if mask.ndim == 3 and mask.shape[-1] == 1:
+            mask = mask[..., 0]
+        if image.shape != (S, S, 3) or image.dtype != np.uint8:
+            raise DeidError(f"paste: generated image must be uint8 {S}×{S}×3, got "
+                            f"{image.shape} {image.dtype}")
+        if mask.shape != (S, S):
+            raise DeidError(f"paste: mask must be {S}×{S} in [0, 1], got {mask.shape}")
+        hw = self.hull_weight(face.landmarks, out.shape)
+        if hw is None:
+            return out
+        (x, y, w, h), weight = hw
+        inv = cv2.invertAffineTransform(np.asarray(M, np.float64))
+        inv[:, 2] -= (x, y)                        # map the crop onto the ROI only
+        gen = cv2.warpAffine(image, inv, (w, h), flags=cv2.INTER_LINEAR,
+                             borderMode=cv2.BORDER_REPLICATE).astype(np.float32)
+        m = cv2.warpAffine(np.clip(mask, 0.0, 1.0), inv, (w, h), flags=cv2.INTER_LINEAR,
+                           borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
+        alpha = (weight * m)[..., None]            # (g) mask blend × (h) hull merge
+        roi = out[y:y + h, x:x + w]
+        base = roi.astype(np.float32)
+        roi[...] = np.clip(np.rint(base + alpha * (gen - base)), 0, 255).astype(np.uint8)
+        return out
+
+    def process(self, frame: np.ndarray, net: NetFn, faces: list[Face] | None = None
+                ) -> tuple[np.ndarray, dict]:
+        """The whole test-time pipeline (§3 a–h) on one frame.
+
+        ``net`` is called once with all aligned crops (N×S×S×3 uint8) and returns
+        ``(images uint8 N×S×S×3, masks float32 N×S×S in [0, 1])``. ``faces`` may be given
+        (e.g. tracked/smoothed); otherwise they are detected. With no face the frame comes
+        back unchanged (a copy) and ``info["n_faces"] == 0``. ``info`` holds ``faces``,
+        ``n_faces``, ``transforms`` (the 2×3 ``M`` per face) and stage ``times`` (s).
+        """
+        t0 = time.perf_counter()
+        rgb = to_rgb_uint8(frame, self.config.order, name="frame")
+        if faces is None:
+            faces = self.detect(rgb)
+        t1 = time.perf_counter()
+        info: dict[str, Any] = {"faces": faces, "n_faces": len(faces), "transforms": []}
+        out = rgb.copy()
+        if not faces:
+            info["times"] = {"detect": t1 - t0, "warp": 0.0, "net": 0.0, "paste": 0.0}
+            return (out[:, :, ::-1].copy() if self.config.order == "bgr" else out), info
+        Ms = [self.transform(f.landmarks) for f in faces]
+        crops = np.stack([self.warp(rgb, M) for M in Ms])
+        t2 = time.perf_counter()
+        images, masks = _check_net_output(net(crops), len(faces), self.size)
+        t3 = time.perf_counter()
+        for face, M, img, msk in zip(faces, Ms, images, masks):
+            self.paste(out, face, M, img, msk, inplace=True)
+        t4 = time.perf_counter()
+        info["transforms"] = Ms
+        info["times"] = {"detect": t1 - t0, "warp": t2 - t1, "net": t3 - t2, "paste": t4 - t3}
+        if self.config.order == "bgr":
+            out = out[:, :, ::-1].copy()
+        return out, info
+
+
+def _check_net_output(result: Any, n: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        images, masks = result
+    except (TypeError, ValueError) as exc:
+        raise DeidError("net must return a pair (images, masks)") from exc
+    images = np.asarray(images)
+    masks = np.asarray(masks, dtype=np.float32)
+    if masks.ndim == 4 and masks.shape[-1] == 1:
+        masks = masks[..., 0]
+    if images.shape != (n, size, size, 3) or images.dtype != np.uint8:
+        raise DeidError(f"net images must be uint8 {n}×{size}×{size}×3, got {images.shape} "
+                        f"{images.dtype}")
+    if masks.shape != (n, size, size):
+        raise DeidError(f"net masks must be float {n}×{size}×{size} in [0, 1], got {masks.shape}")
+    if not np.isfinite(masks).all() or masks.min() < -1e-4 or masks.max() > 1 + 1e-4:
+        raise DeidError(f"net masks must lie in [0, 1], got range "
+                        f"[{np.nanmin(masks):.3g}, {np.nanmax(masks):.3g}]")
+    return images, masks
+
+
+def passthrough_net(crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Stand-in network (step e): returns the aligned crops unchanged and mask = 1."""
+    crops = np.asarray(crops)
+    return crops.copy(), np.ones(crops.shape[:3], np.float32)
+
+
+def align_face(frame: np.ndarray, aligner: FaceAligner, face: Face) -> dict:
+    """Crop and metadata for one face: ``{"crop", "M", "landmarks_crop", ...}``."""
+    M = aligner.transform(face.landmarks)
+    return {"crop": aligner.warp(frame, M), "M": M,
+            "landmarks_crop": apply_affine(M, face.landmarks), "face": face}
+
+
+# ----------------------------------------------------------------------------------------
+# One image: `deid align IN OUT`.
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve() or (b.exists() and os.path.samefile(a, b))
+    except OSError:
+        return False
+
+
+def align_file(src: str | os.PathLike, dst: str | os.PathLike,
+               json_path: str | os.PathLike | None = None, config: AlignConfig | None = None,
+               face_index: int = 0) -> dict:
+    """Align one image file: write the crop of face ``face_index`` (largest first) to ``dst``
+    and a landmarks JSON (default ``dst`` with suffix ``.json``) describing every face:
+    ``box``, ``score``, ``landmarks`` (frame), ``landmarks_crop``, ``M`` (frame→crop).
+
+    Never overwrites the input; writes are atomic. Raises :class:`DeidError` when no face
+    is found or ``face_index`` is out of range. Returns the JSON document.
+    """
+    src, dst = Path(src), Path(dst)
+    json_path = Path(json_path) if json_path else dst.with_suffix(".json")
+    if dst.suffix.lower() not in (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"):
+        raise DeidError(f"output {dst}: unsupported image suffix {dst.suffix!r} (use .png or .jpg)")
+    for out in (dst, json_path):
+        if _same_file(src, out):
+            raise DeidError(f"refusing to overwrite the input {src} with output {out}")
+    if _same_file(dst, json_path):
+        raise DeidError(f"crop and JSON outputs are the same file: {dst}")
+    aligner = FaceAligner(config)
+    frame = read_image(src)
+    faces = aligner.detect(frame)
+    if not faces:
+        raise DeidError(f"no face found in {src} (detector {aligner.config.detector!r}; try "
+                        f"--upsample 1 or --detector cnn)")
+    if not 0 <= face_index < len(faces):
+        raise DeidError(f"--face {face_index} out of range: {len(faces)} face(s) in {src}")
+    records = []
+    for face in faces:
+        a = align_face(frame, aligner, face)
+        rec = face.to_json()
+        rec["landmarks_crop"] = np.round(a["landmarks_crop"].astype(np.float64), 2).tolist()
+        rec["M"] = np.round(a["M"], 6).tolist()
+        records.append(rec)
+        if len(records) == face_index + 1:
+            crop = a["crop"]
+    doc = {"input": str(src), "crop": str(dst), "image_size": list(frame.shape[:2][::-1]),
+           "size": aligner.size, "margin": aligner.config.margin,
+           "detector": aligner.config.detector, "n_faces": len(faces), "face": face_index,
+           "faces": records}
+    write_image(dst, crop)
+    write_text_atomic(json_path, json.dumps(doc, indent=1) + "\n")
+    return doc
