@@ -1,0 +1,266 @@
+"""The losses of §3.2 and §3.2.1, one function per term, and the compound loss.
+
+Notation (paper): x the undistorted source (= target t during training), z^raw the decoder's
+image, m its mask, z^masked = m·z^raw + (1 − m)·x (step g).
+
+Normalisation: every ‖·‖₁ / ‖·‖₂² is the mean over elements and batch (the paper's c_n = 1 /
+element count for the perceptual terms; the same convention for the pixel terms so that
+α0..α5 weigh comparable magnitudes). The α's are applied once, in :func:`compound_loss`
+(the paper writes α inside each term's equation and again in the sum; we apply it once).
+
+λ units (deviation): with mean-normalised terms the paper's λ (1e-7 … 2e-6) has no
+measurable effect, so λ is kept in the paper's units everywhere (configs, CLI, checkpoints)
+and multiplied by ``LossConfig.lam_unit`` inside the perceptual loss. The sign makes the
+output move AWAY from the target identity: the compound loss contains −λ·ℓ₁ₓ₁(t, z), so
+minimising it increases the descriptor distance to the target.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from deid_core.errors import DeidError
+
+
+@dataclass
+class LossConfig:
+    """Weights of the compound loss L (§3.2) and the perceptual-loss layer mapping."""
+    alpha0: float = 0.5          # L_G
+    alpha1: float = 0.5          # L_R^raw + L_R^masked
+    alpha2: float = 0.5          # L_x, L_y (raw and masked)
+    alpha3: float = 0.5          # L_p^raw + L_p^masked
+    alpha4: float = 3e-3         # L^m
+    alpha5: float = 1e-2         # L_x^m + L_y^m
+    mixup_alpha: float = 0.2     # λβ ~ Beta(0.2, 0.2)
+    lam_unit: float = 5e6        # paper-λ → our mean-normalised units (see module docstring)
+    # identity-network layer mapping (None = automatic, see PerceptualLoss.resolve_layers)
+    source_layers: tuple[str, ...] | None = None   # paper 112², 56², 28²
+    target_layer: str | None = None                # paper 7²
+    descriptor: str = "descriptor"                 # paper 1×1
+
+
+# ---------------------------------------------------------------------------- helpers
+
+
+def masked_output(z_raw: torch.Tensor, mask: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """z^masked = m·z^raw + (1 − m)·x (§3, test-time step g applied in training)."""
+    return mask * z_raw + (1 - mask) * x
+
+
+def dx(img: torch.Tensor) -> torch.Tensor:
+    """Spatial derivative along x (width): forward difference."""
+    return img[..., :, 1:] - img[..., :, :-1]
+
+
+def dy(img: torch.Tensor) -> torch.Tensor:
+    """Spatial derivative along y (height): forward difference."""
+    return img[..., 1:, :] - img[..., :-1, :]
+
+
+def _per_example(lam: torch.Tensor | float, n: int, device) -> torch.Tensor:
+    lam_t = torch.as_tensor(lam, dtype=torch.float32, device=device).reshape(-1)
+    if lam_t.numel() == 1:
+        lam_t = lam_t.expand(n)
+    if lam_t.numel() != n:
+        raise DeidError(f"λ must be a scalar or one value per example ({n}), got {lam_t.numel()}")
+    return lam_t
+
+
+# ------------------------------------------------------------- adversarial (LSGAN + mixup)
+
+
+def sample_mixup(n: int, alpha: float = 0.2, generator: torch.Generator | None = None,
+                 device=None) -> torch.Tensor:
+    """λβ ~ Beta(α, α), one per example, shape N×1×1×1 (§3.2, mixup [52])."""
+    # Beta via two Gammas with an explicit generator (torch.distributions has no generator arg)
+    a = torch._standard_gamma(torch.full((n,), float(alpha)), generator=generator)
+    b = torch._standard_gamma(torch.full((n,), float(alpha)), generator=generator)
+    lam_b = a / (a + b).clamp_min(1e-12)
+    lam_b = torch.nan_to_num(lam_b, nan=0.5)
+    return lam_b.view(n, 1, 1, 1).to(device) if device is not None else lam_b.view(n, 1, 1, 1)
+
+
+def mixup(x: torch.Tensor, z_masked: torch.Tensor, lam_beta: torch.Tensor) -> torch.Tensor:
+    """δ_mx = λβ·x + (1 − λβ)·z^masked (§3.2)."""
+    return lam_beta * x + (1 - lam_beta) * z_masked
+
+
+def loss_discriminator(d_out: torch.Tensor, lam_beta: torch.Tensor) -> torch.Tensor:
+    """L_D = ‖D(δ_mx) − λβ·𝟙‖₂² (§3.2, LSGAN [30]); mean over the batch."""
+    return (d_out.float() - lam_beta.reshape(d_out.shape[0], 1)).square().mean()
+
+
+def loss_generator_adv(d_out: torch.Tensor, lam_beta: torch.Tensor) -> torch.Tensor:
+    """L_G = ‖D(δ_mx) − (1 − λβ)·𝟙‖₂² (§3.2; α0 applied in :func:`compound_loss`)."""
+    return (d_out.float() - (1 - lam_beta.reshape(d_out.shape[0], 1))).square().mean()
+
+
+# -------------------------------------------------------------------------- pixel terms
+
+
+def loss_reconstruction(z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """L_R = ‖z − x‖₁ for z = z^raw or z^masked (§3.2)."""
+    return (z.float() - x.float()).abs().mean()
+
+
+def loss_derivative_x(z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """L_x = ‖z_x − x_x‖₁, edge-preserving loss along x (§3.2)."""
+    return (dx(z.float()) - dx(x.float())).abs().mean()
+
+
+def loss_derivative_y(z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """L_y = ‖z_y − x_y‖₁, edge-preserving loss along y (§3.2)."""
+    return (dy(z.float()) - dy(x.float())).abs().mean()
+
+
+def loss_mask(m: torch.Tensor) -> torch.Tensor:
+    """L^m = ‖m‖₁: keep the mask minimal (§3.2)."""
+    return m.float().abs().mean()
+
+
+def loss_mask_derivative_x(m: torch.Tensor) -> torch.Tensor:
+    """L_x^m = ‖m_x‖₁: keep the mask smooth along x (§3.2)."""
+    return dx(m.float()).abs().mean()
+
+
+def loss_mask_derivative_y(m: torch.Tensor) -> torch.Tensor:
+    """L_y^m = ‖m_y‖₁: keep the mask smooth along y (§3.2)."""
+    return dy(m.float()).abs().mean()
+
+
+# ----------------------------------------------------------- multi-image perceptual loss
+
+
+def ell(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """ℓ^{r1,r2}_{n×n} = c_n‖a_{r1} − a_{r2}‖₁ with c_n = 1/element count, per example (N,)."""
+    return (a.float() - b.float()).abs().flatten(1).mean(1)
+
+
+def loss_perceptual(feat_z: dict[str, torch.Tensor], feat_s: dict[str, torch.Tensor],
+                    feat_t: dict[str, torch.Tensor], lam: torch.Tensor | float,
+                    source_layers: tuple[str, ...], target_layer: str,
+                    descriptor: str = "descriptor") -> torch.Tensor:
+    """L_p^c = ℓ112(s,z^c) + ℓ56(s,z^c) + ℓ28(s,z^c) + ℓ7(t,z^c) − λ·ℓ1×1(t,z^c) (§3.2.1, eq. L_p^c).
+
+    ``lam`` is already in loss units (scalar or one per example: the λ-conditioned variant
+    uses each example's own λ). Returns the batch mean.
+    """
+    n = feat_z[descriptor].shape[0]
+    total = torch.zeros(n, device=feat_z[descriptor].device)
+    for k in source_layers:
+        total = total + ell(feat_s[k], feat_z[k])
+    total = total + ell(feat_t[target_layer], feat_z[target_layer])
+    lam_t = _per_example(lam, n, total.device)
+    total = total - lam_t * ell(feat_t[descriptor], feat_z[descriptor])
+    return total.mean()
+
+
+class PerceptualLoss:
+    """Multi-image perceptual loss over a frozen identity network (§3.2.1).
+
+    ``identity`` must be frozen (``requires_grad`` False, eval mode) and expose
+    ``features(x) -> dict`` (4-D activation maps plus the descriptor). If it also has
+    ``crop_to_chip_tensor`` and ``crop_landmarks`` (68×2, crop pixels) are given, the aligned
+    crops are first mapped to the network's own chip (differentiably).
+
+    Layer mapping (automatic when the config leaves it None): the paper's 112², 56², 28² maps
+    (VGGFace2 ResNet-50 at 224 px) become the three highest-resolution maps of the network
+    (dlib ResNet-29 port at 150 px: ≈72², 35², 17²); the 7² map becomes the map whose side
+    is closest to 7 among the rest (dlib: ≈8²); 1×1 is the descriptor (dlib: 128-d).
+    """
+
+    def __init__(self, identity, cfg: LossConfig | None = None, crop_landmarks=None):
+        self.identity = identity
+        self.cfg = cfg or LossConfig()
+        params = list(identity.parameters()) if hasattr(identity, "parameters") else []
+        if any(p.requires_grad for p in params):
+            raise DeidError("the identity network of the perceptual loss must be frozen "
+                            "(requires_grad False)")
+        if getattr(identity, "training", False):
+            raise DeidError("the identity network of the perceptual loss must be in eval mode")
+        self.crop_landmarks = crop_landmarks
+        self.source_layers = self.cfg.source_layers
+        self.target_layer = self.cfg.target_layer
+        self.descriptor = self.cfg.descriptor
+
+    def features(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        if self.crop_landmarks is not None and hasattr(self.identity, "crop_to_chip_tensor"):
+            x = self.identity.crop_to_chip_tensor(x, self.crop_landmarks)
+        feats = self.identity.features(x)
+        if self.source_layers is None or self.target_layer is None:
+            self.resolve_layers(feats)
+        return feats
+
+    def resolve_layers(self, feats: dict[str, torch.Tensor]) -> None:
+        maps = sorted(((v.shape[-1], k) for k, v in feats.items() if v.dim() == 4), reverse=True)
+        if self.descriptor not in feats:
+            flat = [k for k, v in feats.items() if v.dim() == 2]
+            if not flat:
+                raise DeidError(f"identity network features have no descriptor: {list(feats)}")
+            self.descriptor = flat[-1]
+        if len(maps) < 4:
+            raise DeidError(f"identity network exposes {len(maps)} spatial maps, need ≥ 4")
+        if self.source_layers is None:
+            self.source_layers = tuple(k for _, k in maps[:3])
+        if self.target_layer is None:
+            rest = [(abs(s - 7), -s, k) for s, k in maps if k not in self.source_layers]
+            self.target_layer = min(rest)[2]
+
+    @torch.no_grad()
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Target descriptor e(t) for conditioning the generator (frozen, no gradient)."""
+        return self.features(x)[self.descriptor].float()
+
+    def __call__(self, z: torch.Tensor, feat_s: dict, feat_t: dict, lam) -> torch.Tensor:
+        lam_units = torch.as_tensor(lam, dtype=torch.float32, device=z.device) * self.cfg.lam_unit
+        return loss_perceptual(self.features(z), feat_s, feat_t, lam_units,
+                               self.source_layers, self.target_layer, self.descriptor)
+
+
+# ------------------------------------------------------------------------ compound loss
+
+
+def compound_loss(terms: dict[str, torch.Tensor], cfg: LossConfig) -> torch.Tensor:
+    """L = α0 L_G + α1(L_R^raw + L_R^masked) + α2(L_x^raw + L_y^raw + L_x^masked + L_y^masked)
+    + α3(L_p^raw + L_p^masked) + α4 L^m + α5(L_x^m + L_y^m) (§3.2, first equation).
+
+    Missing terms (e.g. no perceptual network, no discriminator) count as 0.
+    """
+    g = lambda k: terms.get(k, 0.0)
+    return (cfg.alpha0 * g("G")
+            + cfg.alpha1 * (g("R_raw") + g("R_masked"))
+            + cfg.alpha2 * (g("x_raw") + g("y_raw") + g("x_masked") + g("y_masked"))
+            + cfg.alpha3 * (g("p_raw") + g("p_masked"))
+            + cfg.alpha4 * g("m")
+            + cfg.alpha5 * (g("x_m") + g("y_m")))
+
+
+def generator_terms(x: torch.Tensor, z_raw: torch.Tensor, mask: torch.Tensor,
+                    d_out: torch.Tensor | None = None, lam_beta: torch.Tensor | None = None,
+                    perceptual: PerceptualLoss | None = None, feat_x: dict | None = None,
+                    lam: torch.Tensor | float = 0.0) -> dict[str, torch.Tensor]:
+    """All per-term generator losses of §3.2 for one batch (target = source x in training)."""
+    z_masked = masked_output(z_raw, mask, x)
+    t = {
+        "R_raw": loss_reconstruction(z_raw, x), "R_masked": loss_reconstruction(z_masked, x),
+        "x_raw": loss_derivative_x(z_raw, x), "y_raw": loss_derivative_y(z_raw, x),
+        "x_masked": loss_derivative_x(z_masked, x), "y_masked": loss_derivative_y(z_masked, x),
+        "m": loss_mask(mask), "x_m": loss_mask_derivative_x(mask),
+        "y_m": loss_mask_derivative_y(mask),
+    }
+    if d_out is not None:
+        t["G"] = loss_generator_adv(d_out, lam_beta)
+    if perceptual is not None:
+        n = x.shape[0]
+        both = perceptual.features(torch.cat([z_raw, z_masked]))
+        f_raw = {k: v[:n] for k, v in both.items()}
+        f_masked = {k: v[n:] for k, v in both.items()}
+        lam_units = torch.as_tensor(lam, dtype=torch.float32, device=x.device) * perceptual.cfg.lam_unit
+        args = (perceptual.source_layers, perceptual.target_layer, perceptual.descriptor)
+        t["p_raw"] = loss_perceptual(f_raw, feat_x, feat_x, lam_units, *args)
+        t["p_masked"] = loss_perceptual(f_masked, feat_x, feat_x, lam_units, *args)
+        with torch.no_grad():   # logged: descriptor L1 distance output → target (ℓ1×1)
+            t["id_dist"] = ell(feat_x[perceptual.descriptor], f_raw[perceptual.descriptor]).mean()
+    return t
