@@ -1,0 +1,101 @@
+"""Figure helpers shared by the notebooks and the report (matplotlib, RGB uint8 images)."""
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import numpy as np
+
+
+def image_grid(images: Sequence[np.ndarray], titles: Sequence[str] | None = None,
+               landmarks: Sequence[np.ndarray | None] | None = None, ncols: int = 6,
+               size: float = 1.8, row_labels: Sequence[str] | None = None):
+    """A grid of RGB uint8 images, optionally with 68-point landmarks drawn over them."""
+    import matplotlib.pyplot as plt
+
+    n = len(images)
+    ncols = max(1, min(ncols, n))
+    nrows = max(1, -(-n // ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows), squeeze=False)
+    for k, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if k >= n:
+            continue
+        ax.imshow(images[k])
+        if landmarks is not None and landmarks[k] is not None:
+            pts = np.asarray(landmarks[k])
+            ax.scatter(pts[:, 0], pts[:, 1], s=2, c="lime")
+        if titles is not None:
+            ax.set_title(str(titles[k]), fontsize=7)
+    if row_labels is not None:
+        for r, label in enumerate(row_labels[:nrows]):
+            axes[r, 0].text(-0.08, 0.5, label, transform=axes[r, 0].transAxes, rotation=90,
+                            ha="right", va="center", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def loss_curves(history: Mapping[str, Sequence[float]], steps: Sequence[int] | None = None,
+                title: str = "training losses (Sec. 3.2 terms)"):
+    """One log-scaled subplot per loss term (``history``: term -> values per logged step)."""
+    import matplotlib.pyplot as plt
+
+    terms = [k for k, v in history.items() if len(v) and k not in ("step", "time", "lam")]
+    n = max(1, len(terms))
+    ncols = min(4, n)
+    nrows = -(-n // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 2.4 * nrows), squeeze=False)
+    for ax, term in zip(axes.flat, terms):
+        vals = np.asarray(history[term], dtype=float)
+        x = np.asarray(steps if steps is not None else np.arange(len(vals)))[: len(vals)]
+        ax.plot(x, vals, lw=1)
+        if np.all(vals[np.isfinite(vals)] > 0):
+            ax.set_yscale("log")
+        ax.set_title(term, fontsize=9)
+        ax.set_xlabel("step", fontsize=8)
+    for ax in list(axes.flat)[len(terms):]:
+        ax.axis("off")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def lambda_curve(lams: Sequence[float], distances: Mapping[str, Sequence[float]],
+                 thresholds: Mapping[str, float] | None = None,
+                 ylabel: str = "descriptor distance source → output"):
+    """Fig. 9 as a curve: identity distance per evaluator against λ (symlog x axis)."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.4))
+    lams = np.asarray(lams, dtype=float)
+    for name, vals in distances.items():
+        line, = ax.plot(lams, np.asarray(vals, dtype=float), marker="o", label=name)
+        if thresholds and name in thresholds and thresholds[name] is not None:
+            ax.axhline(thresholds[name], ls="--", lw=0.8, color=line.get_color(),
+                       label=f"{name} threshold")
+    positive = lams[lams > 0]
+    if len(positive):
+        ax.set_xscale("symlog", linthresh=float(positive.min()))
+    ax.set_xlabel("λ")
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def confusion_matrix(matrix: np.ndarray, labels: Sequence[str], title: str = ""):
+    """A row-normalised confusion matrix (Table 2c/d) as a heat map with the values printed."""
+    import matplotlib.pyplot as plt
+
+    m = np.asarray(matrix, dtype=float)
+    fig, ax = plt.subplots(figsize=(0.6 * len(labels) + 2, 0.6 * len(labels) + 1.5))
+    ax.imshow(m, cmap="Blues", vmin=0, vmax=max(1.0, float(m.max()) if m.size else 1.0))
+    ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right", fontsize=7)
+    ax.set_yticks(range(len(labels)), labels, fontsize=7)
+    for (r, c), v in np.ndenumerate(m):
+        ax.text(c, r, f"{v:.2g}", ha="center", va="center", fontsize=7)
+    ax.set_xlabel("answered")
+    ax.set_ylabel("true")
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,124 @@
+"""The notebooks runner (papermill) and the notebooks themselves, executed in the smoke profile.
+
+Fast tests exercise the runner on tiny throw-away notebooks (failure reporting, skip, --force,
+widget state). The ``slow`` test executes notebooks/00..05 once (module-scoped fixture, into a
+temporary results folder) and asserts on the key numbers each notebook saved.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from deid_core import paths
+from deid_core.profiles import NOTEBOOKS, get_profile, notebook_parameters
+from deid_core.report import load_results, markdown_table, save_results, write_report
+from deid_core.runner import run_notebooks
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+
+def _notebook(path: Path, cells: list[str]) -> None:
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "deid", "display_name": "deid (.venv)", "language": "python"}
+    nb.cells = [nbformat.v4.new_code_cell("profile = 'smoke'\nresults_dir = None\nseed = 0",
+                                          metadata={"tags": ["parameters"]})]
+    nb.cells += [nbformat.v4.new_code_cell(src) for src in cells]
+    nbformat.write(nb, path)
+
+
+@pytest.fixture()
+def tiny(tmp_path: Path) -> tuple[Path, Path]:
+    nbdir = tmp_path / "nbs"
+    nbdir.mkdir()
+    _notebook(nbdir / "a_ok.ipynb", [
+        "from deid_core.report import save_results\n"
+        "import ipywidgets as w\n"
+        "slider = w.FloatLogSlider(value=1e-6, base=10, min=-8, max=-5, description='λ')\n"
+        "display(slider)",
+        "save_results('a_ok', {'answer': 6 * 7, 'seed': seed, 'profile': profile}, results_dir)",
+    ])
+    _notebook(nbdir / "b_fail.ipynb", [
+        "x = 1",
+        "raise ValueError('deliberate failure in b')",
+        "never = True",
+    ])
+    return nbdir, tmp_path / "results"
+
+
+def test_runner_skip_force_and_widget_state(tiny):
+    nbdir, res = tiny
+    prof = get_profile("smoke", "cpu")
+    log = run_notebooks(prof, res, ["a_ok"], notebook_dir=nbdir, progress_bar=False)
+    assert log.status == "ok" and log.notebooks["a_ok"]["status"] == "ok"
+    assert load_results("a_ok", res)["answer"] == 42
+    assert log.notebooks["a_ok"]["wall_s"] > 0
+    executed = nbformat.read(res / "executed" / "a_ok.ipynb", as_version=4)
+    # papermill injected the profile's parameters after the tagged cell
+    tags = [c.metadata.get("tags", []) for c in executed.cells]
+    assert ["injected-parameters"] in tags
+    # the slider's state is saved in the notebook metadata so JupyterLab can render it offline
+    state = executed.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
+    views = [o["data"]["application/vnd.jupyter.widget-view+json"]["model_id"]
+             for c in executed.cells for o in c.get("outputs", [])
+             if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
+    assert views and all(v in state for v in views)
+    assert state[views[0]]["state"]["_model_name"] == "FloatLogSliderModel"
+    # second run: outputs exist -> skipped; --force -> executed again
+    log2 = run_notebooks(prof, res, ["a_ok"], notebook_dir=nbdir, progress_bar=False)
+    assert log2.notebooks["a_ok"]["status"] == "skipped"
+    log3 = run_notebooks(prof, res, ["a_ok"], notebook_dir=nbdir, progress_bar=False, force=True)
+    assert log3.notebooks["a_ok"]["status"] == "ok"
+    # another profile setting invalidates the earlier outputs
+    log4 = run_notebooks(get_profile("smoke", "cpu", seed=3), res, ["a_ok"], notebook_dir=nbdir,
+                         progress_bar=False)
+    assert log4.notebooks["a_ok"]["status"] == "ok" and load_results("a_ok", res)["seed"] == 3
+    assert (res / "REPORT.md").is_file()
+
+
+def test_runner_stops_at_failing_cell(tiny, capsys):
+    nbdir, res = tiny
+    prof = get_profile("smoke", "cpu")
+    log = run_notebooks(prof, res, ["b_fail", "a_ok"], notebook_dir=nbdir, progress_bar=False)
+    assert log.status == "failed"
+    assert log.failure["notebook"] == "b_fail"
+    assert log.failure["cell"] == 2          # 0: parameters, 1: x = 1, 2: the raise
+    assert "ValueError" in log.failure["error"] and "deliberate failure" in log.failure["error"]
+    assert "a_ok" not in log.notebooks       # stopped at the first failing notebook
+    err = capsys.readouterr().err
+    assert "b_fail FAILED at cell 2" in err and "raise ValueError" in err
+    assert (res / "executed" / "b_fail.ipynb").is_file()
+    report = (res / "REPORT.md").read_text()
+    assert "**failed**" in report and "b_fail" in report
+
+
+def test_report_helpers(tmp_path):
+    import pandas as pd
+
+    df = pd.DataFrame({"metric": ["rank", "tpr"], "ours": [12.5, float("nan")], "paper": [1e-4, 0.03]})
+    md = markdown_table(df)
+    assert md.splitlines()[0] == "| metric | ours | paper |" and "| tpr |  | 0.03 |" in md
+    save_results("x", {"v": 1.5, "nested": {"a": 2}}, tmp_path)
+    assert load_results("x", tmp_path)["nested"]["a"] == 2
+    (tmp_path / "tables" / "t.md").write_text("| a | paper |\n|---|---|\n| 1 | 2 |\n")
+    rep = write_report(tmp_path, {"status": "ok", "profile": get_profile("smoke", "cpu").to_dict(),
+                                  "notebooks": {"x": {"status": "ok", "wall_s": 3.0}}})
+    text = rep.read_text()
+    assert "| 1 | 2 |" in text and "`v`: 1.5" in text and "| x | ok | 3 |" in text
+
+
+def test_profiles_parameters_match_notebook_cells():
+    """Every notebook's parameters cell defines exactly the names the runner injects."""
+    prof = get_profile("smoke", "cpu")
+    for name in NOTEBOOKS:
+        nb = nbformat.read(paths.REPO_ROOT / "notebooks" / f"{name}.ipynb", as_version=4)
+        cells = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+        assert len(cells) == 1, name
+        ns: dict = {}
+        exec(cells[0].source, ns)
+        assert set(notebook_parameters(name, prof, "results")) <= set(ns), name
+        assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code"), \
+            f"{name} is committed with outputs"
