@@ -123,15 +123,14 @@ def nb_00() -> list:
         training cache of notebook 01).
         """),
         code("""
-        from deid_core.align import prepare_faces
+        from deid_core.align import prepare_faces, read_face_index, read_image
         faces_dir = results / "faces" / "sample-128"
-        summary = prepare_faces(sample / "portraits", faces_dir, size=128, limit=n_prepare)
-        print(summary)
+        summary = prepare_faces(sample / "portraits", faces_dir, size=128, limit=n_prepare,
+                                progress=False)
+        print({k: v for k, v in summary.to_json().items() if k != "skipped"})
+        index = read_face_index(faces_dir)
         """),
         code("""
-        import json
-        from deid_core.align import read_image
-        index = [json.loads(l) for l in (faces_dir / "index.jsonl").read_text().splitlines() if l.strip()]
         crops = [read_image(faces_dir / r["path"]) for r in index]
         fig = plots.image_grid(crops, titles=[r["person"].replace("_", " ") for r in index],
                                landmarks=[np.asarray(r["landmarks"]) for r in index], ncols=8)
