@@ -69,3 +69,96 @@ def test_parity_with_dlib(net, faces, dlib_models):
     assert diff <= 1e-4, diff
     # different people are far apart, so the comparison is not trivially satisfied
     assert np.linalg.norm(out[0] - out[1]) > 0.6
+
+
+@pytest.fixture(scope="module")
+def ident():
+    from deid_core.identity import load_identity_network
+    torch.set_num_threads(1)
+    return load_identity_network("dlib")
+
+
+def test_chip_matches_dlib(ident, faces):
+    """Our chip (from a (68,2) array) and our geometry equal dlib's get_face_chip / chip details."""
+    from deid_core.identity.chips import dlib_chip_details
+    for img, shape, lm in faces[:3]:
+        ref = dlib.get_face_chip(img, shape, 150, 0.25)
+        assert np.array_equal(ident.chip(img, lm), ref)
+        det = dlib.get_face_chip_details(shape, 150, 0.25)
+        angle, (l, t, r, b) = dlib_chip_details(lm)
+        assert abs(angle - det.angle) < 1e-9
+        assert np.allclose([l, t, r, b], [det.rect.left(), det.rect.top(), det.rect.right(), det.rect.bottom()],
+                           atol=1e-3)
+
+
+def test_embed_matches_dlib(ident, faces, dlib_models):
+    _, _, rec = dlib_models
+    img, shape, lm = faces[0]
+    ours = ident.embed_faces(img, [lm])
+    ref = np.array(rec.compute_face_descriptor(img, shape))
+    assert ours.shape == (1, 128) and ours.dtype == np.float32
+    assert np.abs(ours[0] - ref).max() < 1e-4
+    assert ident.distance(ours, ref[None])[0] < 1e-4
+
+
+def test_crop_to_chip_tensor_close_to_dlib(ident, faces):
+    """Differentiable chip path vs dlib.get_face_chip: pixels within uint8 rounding (+pyramid), and
+    embeddings far closer than the 0.6 threshold, for full-size NASA faces (pyramid) and small ones."""
+    import cv2
+    for img, shape, lm in faces[:3]:
+        for scale in (1.0, 0.4):
+            im = np.ascontiguousarray(cv2.resize(img, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA))
+            sh = dlib.full_object_detection(dlib.rectangle(0, 0, 1, 1),
+                                            [dlib.point(int(round(x * scale)), int(round(y * scale))) for x, y in lm])
+            lms = np.array([[p.x, p.y] for p in sh.parts()], np.float32)
+            ref = dlib.get_face_chip(im, sh, 150, 0.25)
+            x = torch.from_numpy(im).permute(2, 0, 1)[None].float() / 127.5 - 1
+            chip = ident.crop_to_chip_tensor(x, lms)
+            assert chip.shape == (1, 3, 150, 150)
+            pix = ((chip[0] + 1) * 127.5).permute(1, 2, 0).numpy()
+            assert np.abs(pix - ref).mean() < 1.5
+            with torch.no_grad():
+                e1 = ident.embed_tensor(chip).numpy()
+            e2 = ident.embed(ref)
+            assert ident.distance(e1, e2)[0] < 0.02
+
+
+def test_gradients_flow(ident, faces):
+    img, _, lm = faces[0]
+    crop = torch.from_numpy(img[::2, ::2].copy()).permute(2, 0, 1)[None].float() / 127.5 - 1
+    crop.requires_grad_(True)
+    chips = ident.crop_to_chip_tensor(crop, lm / 2)
+    feats = ident.features(chips)
+    assert set(feats) == {"a72", "a35", "a17", "a8", "a4", "a2", "descriptor"}
+    assert [feats[k].shape[-1] for k in ("a72", "a35", "a17", "a8", "a4", "a2")] == [72, 35, 17, 8, 4, 2]
+    for key, value in feats.items():
+        grad, = torch.autograd.grad(value.abs().mean(), crop, retain_graph=True)
+        assert torch.isfinite(grad).all() and grad.abs().sum() > 0, key
+    assert torch.allclose(feats["descriptor"], ident.embed_tensor(chips))
+
+
+def test_bad_input(ident, faces):
+    img, _, lm = faces[0]
+    with pytest.raises(DeidError):
+        ident.embed(np.zeros((2, 150, 150, 3), np.float32))       # wrong dtype
+    with pytest.raises(DeidError):
+        ident.embed(np.zeros((2, 112, 112, 3), np.uint8))         # wrong size
+    with pytest.raises(DeidError):
+        ident.embed_tensor(torch.zeros(1, 3, 150, 150) + 200.0)   # [0,255] instead of [-1,1]
+    with pytest.raises(DeidError):
+        ident.features(torch.zeros(1, 150, 150, 3))               # NHWC
+    with pytest.raises(DeidError):
+        ident.chip(img, lm[:10])                                  # wrong landmark count
+    with pytest.raises(DeidError):
+        ident.chip(img.astype(np.float32), lm)                    # float image
+
+
+def test_registry():
+    from deid_core.identity import load_identity_network
+    with pytest.raises(DeidError, match="unknown identity network"):
+        load_identity_network("resnet-50")
+    try:
+        import deid_core.identity.arcface  # noqa: F401
+    except ModuleNotFoundError:
+        with pytest.raises(DeidError, match="arcface"):
+            load_identity_network("arcface")

