@@ -1,0 +1,502 @@
+"""Training loop (§3 "At training time", §3.2, §4) on CPU or CUDA, single process or DDP.
+
+One iteration:
+  (a) distort the batch x (scale, rotation, elastic; :mod:`deid_core.augment`);
+  (b) G(distort(x), e(x)[, λ]) → z^raw, m, with e(x) the frozen identity network's
+      descriptor of the undistorted image (target = source during training);
+  (c) D step on δ = λβ·x + (1 − λβ)·z^masked (mixup over LSGAN, λβ ~ Beta(0.2, 0.2));
+  (d) G step on the compound loss (:func:`deid_core.losses.compound_loss`).
+
+Adam lr 1e-4, β = (0.5, 0.99) for both networks; batch 32 (128 px) / 64 (256 px).
+λ schedule (paper units): a list of ``(iteration, λ)`` steps. paper-128 / compact-128:
+four steps 1e-7 → 5e-7 → 1e-6 → 2e-6 at 0, ¼, ½, ¾ of the run (the paper: "from 1e-7 to
+2e-6 in four steps" over 230k iterations; the intermediate values are our choice);
+paper-256: a fixed 2e-6 for 80k iterations. The λ-conditioned variant (issue 9) samples λ
+per example: 0 with probability ``lam_zero_prob``, else log-uniform in ``lam_range``.
+
+CUDA: bf16 (or fp16 with a GradScaler) autocast, channels-last tensors. Multi-GPU:
+launch with ``torchrun --nproc_per_node=K -m deid_core.cli train ...``; the world is read
+from torchrun's environment variables (``WORLD_SIZE``, ``RANK``, ``LOCAL_RANK``) and the
+networks are wrapped in DistributedDataParallel (NCCL on CUDA, gloo on CPU). Each rank
+takes its slice of the same global batch.
+
+Checkpoints (``RUN_DIR/checkpoint.pt``, atomic temp + ``os.replace``) every
+``ckpt_every`` steps and at the end hold both networks, both optimizers, the step, the λ
+state, the configs and every RNG state, so ``resume=True`` continues exactly.
+Logs: ``RUN_DIR/losses.csv`` (per-term losses), TensorBoard if installed, sample grids
+``RUN_DIR/samples/step_XXXXXXX.png`` (source | output | mask).
+"""
+from __future__ import annotations
+
+import contextlib
+import csv
+import dataclasses
+import json
+import math
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from deid_core import __version__, paths
+from deid_core.augment import AugmentConfig, distort
+from deid_core.data import FaceCacheDataset, StepBatchSampler, to_uint8
+from deid_core.errors import DeidError
+from deid_core.losses import (LossConfig, PerceptualLoss, compound_loss, generator_terms,
+                              loss_discriminator, masked_output, mixup, sample_mixup)
+from deid_core.model import Discriminator, Generator, ModelConfig
+
+CHECKPOINT_NAME = "checkpoint.pt"
+LOSS_KEYS = ("total", "D", "G", "R_raw", "R_masked", "x_raw", "y_raw", "x_masked", "y_masked",
+             "p_raw", "p_masked", "m", "x_m", "y_m", "id_dist", "lam")
+PAPER_128_SCHEDULE = ((0.0, 1e-7), (0.25, 5e-7), (0.5, 1e-6), (0.75, 2e-6))   # fractions of steps
+PAPER_256_SCHEDULE = ((0.0, 2e-6),)
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run needs; saved in each checkpoint."""
+    preset: str = "compact-128"
+    model: dict = field(default_factory=dict)          # ModelConfig overrides
+    data: list = field(default_factory=list)           # face-cache folders (mixed sources)
+    out: str = "runs/run"
+    steps: int = 1000
+    batch: int | None = None                           # None: 32 (128 px) / 64 (256 px), §4
+    lr: float = 1e-4
+    betas: tuple[float, float] = (0.5, 0.99)
+    lam_schedule: list | None = None                   # [(iteration, λ)], None: preset default
+    lam_range: tuple[float, float] = (1e-7, 1e-5)      # λ-conditioned: log-uniform range
+    lam_zero_prob: float = 0.25                        # λ-conditioned: P(λ = 0)
+    identity: str = "dlib"                             # loss network ("none": no perceptual loss)
+    gan: bool = True
+    device: str = "auto"                               # auto | cpu | cuda | cuda:K
+    amp: str = "auto"                                  # auto (bf16 on CUDA) | bf16 | fp16 | off
+    channels_last: str = "auto"                        # auto (on CUDA) | on | off
+    ckpt_every: int = 1000
+    sample_every: int = 500
+    log_every: int = 10
+    seed: int = 0
+    workers: int = 0
+    threads: int | None = None                         # torch CPU threads (None: leave)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+
+    def model_config(self) -> ModelConfig:
+        return ModelConfig.preset(self.preset, **self.model)
+
+    def resolved_batch(self) -> int:
+        return self.batch or (64 if self.model_config().size >= 256 else 32)
+
+    def resolved_schedule(self) -> list[tuple[int, float]]:
+        """The (iteration, λ) list; preset defaults scaled to this run's length."""
+        if self.lam_schedule:
+            sched = sorted((int(s), float(v)) for s, v in self.lam_schedule)
+        else:
+            frac = PAPER_256_SCHEDULE if self.model_config().size >= 256 else PAPER_128_SCHEDULE
+            sched = [(int(round(f * self.steps)), v) for f, v in frac]
+        if sched[0][0] != 0:
+            sched.insert(0, (0, 0.0))
+        return sched
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @staticmethod
+    def from_dict(d: dict) -> "TrainConfig":
+        d = dict(d)
+        d["augment"] = AugmentConfig(**d.get("augment", {}))
+        lc = dict(d.get("loss", {}))
+        for k in ("source_layers",):
+            if lc.get(k) is not None:
+                lc[k] = tuple(lc[k])
+        d["loss"] = LossConfig(**lc)
+        d["betas"] = tuple(d.get("betas", (0.5, 0.99)))
+        d["lam_range"] = tuple(d.get("lam_range", (1e-7, 1e-5)))
+        names = {f.name for f in dataclasses.fields(TrainConfig)}
+        return TrainConfig(**{k: v for k, v in d.items() if k in names})
+
+
+def lam_at(schedule: Sequence[tuple[int, float]], step: int) -> float:
+    """λ of the last schedule entry whose iteration ≤ step (piecewise constant, §4)."""
+    lam = schedule[0][1]
+    for s, v in schedule:
+        if step >= s:
+            lam = v
+    return float(lam)
+
+
+def sample_lams(n: int, lam_range: tuple[float, float], zero_prob: float,
+                generator: torch.Generator) -> torch.Tensor:
+    """Per-example λ for the conditioned variant: 0 w.p. ``zero_prob``, else log-uniform."""
+    lo, hi = math.log10(lam_range[0]), math.log10(lam_range[1])
+    u = torch.rand(n, generator=generator)
+    lam = 10 ** (lo + (hi - lo) * torch.rand(n, generator=generator))
+    return torch.where(u < zero_prob, torch.zeros(n), lam)
+
+
+# ---------------------------------------------------------------------------- utilities
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise DeidError(f"device '{name}' requested but CUDA is not available")
+    return dev
+
+
+def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
+    """Autocast dtype: bf16 by default on CUDA (fp16 if bf16 is unsupported); off on CPU."""
+    if amp == "off":
+        return None
+    if amp == "auto":
+        if device.type != "cuda":
+            return None
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if amp == "bf16":
+        return torch.bfloat16
+    if amp == "fp16":
+        if device.type != "cuda":
+            raise DeidError("fp16 autocast needs CUDA (use bf16 or off on CPU)")
+        return torch.float16
+    raise DeidError(f"unknown amp mode '{amp}' (auto, bf16, fp16, off)")
+
+
+def rng_state(gen: torch.Generator) -> dict:
+    st = {"torch": torch.get_rng_state(), "gen": gen.get_state(),
+          "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        st["cuda"] = torch.cuda.get_rng_state_all()
+    return st
+
+
+def set_rng_state(st: dict, gen: torch.Generator) -> None:
+    torch.set_rng_state(st["torch"])
+    gen.set_state(st["gen"])
+    np.random.set_state(st["numpy"])
+    random.setstate(st["python"])
+    if "cuda" in st and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(st["cuda"])
+
+
+def atomic_save(obj: Any, path: Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = paths.atomic_write_path(path)
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def save_grid(path: Path, x: torch.Tensor, z: torch.Tensor, m: torch.Tensor) -> Path:
+    """PNG with one row per example: source | output | mask."""
+    from PIL import Image
+    src, out = to_uint8(x), to_uint8(z)
+    mask = (m.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).cpu()
+    mask = mask[:, 0, :, :, None].expand(-1, -1, -1, 3).numpy()
+    rows = [np.concatenate([a, b, c], axis=1) for a, b, c in zip(src, out, mask)]
+    grid = np.concatenate(rows, axis=0)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = paths.atomic_write_path(path)
+    Image.fromarray(grid).save(tmp, format="PNG")
+    os.replace(tmp, path)
+    return path
+
+
+def load_identity(name: str, device: torch.device):
+    if name == "none":
+        return None
+    from deid_core.identity import load_identity_network
+    return load_identity_network(name, device=str(device))
+
+
+def _ddp_env() -> tuple[int, int, int]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    return world, rank, local
+
+
+# ------------------------------------------------------------------------------ trainer
+
+
+class Trainer:
+    """Holds networks, optimizers, loss and data for one run; :meth:`run` trains."""
+
+    def __init__(self, cfg: TrainConfig, dataset=None, identity=None):
+        self.cfg = cfg
+        self.mcfg = cfg.model_config()
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        self.world, self.rank, local = _ddp_env()
+        self.device = resolve_device(cfg.device)
+        if self.world > 1:
+            import torch.distributed as dist
+            if self.device.type == "cuda":
+                self.device = torch.device("cuda", local)
+                torch.cuda.set_device(self.device)
+            if not dist.is_initialized():
+                dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+        self.amp_dtype = resolve_amp(cfg.amp, self.device)
+        self.channels_last = (cfg.channels_last == "on"
+                              or (cfg.channels_last == "auto" and self.device.type == "cuda"))
+        self.batch = cfg.resolved_batch()
+        self.schedule = cfg.resolved_schedule()
+        self.out = Path(cfg.out)
+        # seeds: identical init on every rank; per-rank data slices come from the sampler
+        torch.manual_seed(cfg.seed)
+        np.random.seed(cfg.seed)
+        random.seed(cfg.seed)
+        self.gen = torch.Generator().manual_seed(cfg.seed + 1 + 1000 * self.rank)  # aug, mixup, λ
+        self.G = Generator(self.mcfg).to(self.device)
+        self.D = Discriminator(self.mcfg).to(self.device) if cfg.gan else None
+        if self.channels_last:
+            self.G = self.G.to(memory_format=torch.channels_last)
+            if self.D is not None:
+                self.D = self.D.to(memory_format=torch.channels_last)
+        self.opt_G = torch.optim.Adam(self.G.parameters(), lr=cfg.lr, betas=cfg.betas)
+        self.opt_D = (torch.optim.Adam(self.D.parameters(), lr=cfg.lr, betas=cfg.betas)
+                      if self.D is not None else None)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        self.G_train, self.D_train = self.G, self.D
+        if self.world > 1:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.G_train = DDP(self.G, device_ids=ids)
+            if self.D is not None:
+                self.D_train = DDP(self.D, device_ids=ids)
+        # loss network (frozen)
+        if identity is None:
+            identity = load_identity(cfg.identity, self.device)
+        self.perceptual = None
+        if identity is not None:
+            landmarks = None
+            if hasattr(identity, "crop_to_chip_tensor"):
+                from deid_core.align import template_landmarks
+                landmarks = template_landmarks(self.mcfg.size)
+            self.perceptual = PerceptualLoss(identity, cfg.loss, crop_landmarks=landmarks)
+        self.dataset = dataset
+        self.step = 0
+        self.lam = lam_at(self.schedule, 0)
+        self.tb = None
+
+    # -------------------------------------------------------------------- one iteration
+    def _autocast(self):
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def embed(self, x: torch.Tensor) -> tuple[torch.Tensor, dict | None]:
+        """Target descriptor e(x) and the source/target features (no gradient)."""
+        if self.perceptual is None:
+            return torch.zeros(x.shape[0], self.mcfg.id_dim, device=x.device), None
+        with torch.no_grad():
+            feats = {k: v.detach().float() for k, v in self.perceptual.features(x).items()}
+        return feats[self.perceptual.descriptor], feats
+
+    def train_step(self, x: torch.Tensor) -> dict[str, float]:
+        """One D + G update on the batch x (N×3×S×S in [−1, 1]); returns per-term losses."""
+        cfg, n = self.cfg, x.shape[0]
+        x = x.to(self.device, non_blocking=True)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        grid_gen = self.gen
+        x_in = distort(x, cfg.augment, generator=grid_gen)
+        lam_beta = sample_mixup(n, cfg.loss.mixup_alpha, generator=self.gen).to(self.device)
+        if self.mcfg.lam_cond:
+            lam = sample_lams(n, cfg.lam_range, cfg.lam_zero_prob, self.gen).to(self.device)
+        else:
+            lam = torch.full((n,), self.lam, device=self.device)
+        e, feat_x = self.embed(x)
+        with self._autocast():
+            z_raw, mask = self.G_train(x_in, e, lam if self.mcfg.lam_cond else None)
+        z_raw, mask = z_raw.float(), mask.float()
+        z_masked = masked_output(z_raw, mask, x)
+        out: dict[str, float] = {}
+        # (c) discriminator step on the mixup of real and masked output
+        d_out_g = None
+        if self.D is not None:
+            self.opt_D.zero_grad(set_to_none=True)
+            with self._autocast():
+                d_out = self.D_train(mixup(x, z_masked.detach(), lam_beta))
+            loss_d = loss_discriminator(d_out, lam_beta)
+            self.scaler.scale(loss_d).backward()
+            self.scaler.step(self.opt_D)
+            out["D"] = loss_d.item()
+            self.D.requires_grad_(False)
+            with self._autocast():
+                d_out_g = self.D(mixup(x, z_masked, lam_beta))   # unwrapped: no DDP sync
+        # (d) generator step on the compound loss
+        self.opt_G.zero_grad(set_to_none=True)
+        terms = generator_terms(x, z_raw, mask, d_out=d_out_g, lam_beta=lam_beta,
+                                perceptual=self.perceptual, feat_x=feat_x, lam=lam)
+        total = compound_loss(terms, cfg.loss)
+        self.scaler.scale(total).backward()
+        self.scaler.step(self.opt_G)
+        self.scaler.update()
+        if self.D is not None:
+            self.D.requires_grad_(True)
+        out.update({k: float(v.detach()) for k, v in terms.items()})
+        out["total"] = total.item()
+        out["lam"] = float(lam.mean())
+        self.step += 1
+        self.lam = lam_at(self.schedule, self.step)
+        return out
+
+    # ------------------------------------------------------------------- checkpoints
+    def state_dict(self) -> dict:
+        return {
+            "config": {"model": self.mcfg.to_dict(), "train": self.cfg.to_dict()},
+            "generator": self.G.state_dict(),
+            "discriminator": self.D.state_dict() if self.D is not None else None,
+            "optimizer": {"G": self.opt_G.state_dict(),
+                          "D": self.opt_D.state_dict() if self.opt_D else None,
+                          "scaler": self.scaler.state_dict()},
+            "step": self.step,
+            "lam_state": {"schedule": self.schedule, "lam": self.lam,
+                          "conditioned": self.mcfg.lam_cond, "range": list(self.cfg.lam_range),
+                          "zero_prob": self.cfg.lam_zero_prob, "lam_unit": self.cfg.loss.lam_unit},
+            "rng": rng_state(self.gen),
+            "deid_version": __version__,
+        }
+
+    def save_checkpoint(self, path: Path | None = None) -> Path | None:
+        if self.rank != 0:
+            return None
+        return atomic_save(self.state_dict(), Path(path or self.out / CHECKPOINT_NAME))
+
+    def load_checkpoint(self, path: Path) -> None:
+        path = Path(path)
+        if not path.is_file():
+            raise DeidError(f"no checkpoint to resume from at {path}")
+        ck = torch.load(path, map_location="cpu", weights_only=False)
+        saved = ModelConfig.from_dict(ck["config"]["model"])
+        if saved != self.mcfg:
+            raise DeidError(f"{path} was trained with another model config ({saved.name}); "
+                            f"cannot resume as {self.mcfg.name}")
+        self.G.load_state_dict(ck["generator"])
+        if self.D is not None and ck.get("discriminator") is not None:
+            self.D.load_state_dict(ck["discriminator"])
+        self.opt_G.load_state_dict(ck["optimizer"]["G"])
+        if self.opt_D is not None and ck["optimizer"].get("D") is not None:
+            self.opt_D.load_state_dict(ck["optimizer"]["D"])
+        self.scaler.load_state_dict(ck["optimizer"]["scaler"])
+        self.step = int(ck["step"])
+        self.lam = lam_at(self.schedule, self.step)
+        set_rng_state(ck["rng"], self.gen)
+
+    # -------------------------------------------------------------------------- logging
+    def _log(self, row: dict) -> None:
+        path = self.out / "losses.csv"
+        new = not path.is_file()
+        with open(path, "a", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=("step",) + LOSS_KEYS, extrasaction="ignore")
+            if new:
+                w.writeheader()
+            w.writerow(row)
+        if self.tb is not None:
+            for k, v in row.items():
+                if k != "step":
+                    self.tb.add_scalar(f"loss/{k}", v, row["step"])
+
+    def _truncate_log(self) -> None:
+        """On resume: drop CSV rows written after the checkpoint's step."""
+        path = self.out / "losses.csv"
+        if not path.is_file():
+            return
+        with open(path, newline="") as f:
+            rows = [r for r in csv.DictReader(f) if int(r["step"]) <= self.step]
+        tmp = paths.atomic_write_path(path)
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=("step",) + LOSS_KEYS, extrasaction="ignore")
+            w.writeheader()
+            w.writerows(rows)
+        os.replace(tmp, path)
+
+    @torch.no_grad()
+    def sample(self, x: torch.Tensor, path: Path) -> Path:
+        x = x.to(self.device)
+        e, _ = self.embed(x)
+        lam = self.lam if not self.mcfg.lam_cond else self.cfg.lam_range[1] / 10
+        with self._autocast():
+            z, m = self.G(x, e, lam if self.mcfg.lam_cond else None)
+        return save_grid(path, x, z.float(), m.float())
+
+    # ---------------------------------------------------------------------------- run
+    def run(self, resume: bool = False, progress: bool = True, until: int | None = None
+            ) -> list[dict]:
+        """Train until ``cfg.steps`` (or stop early at step ``until``, checkpointing as at
+        the end, e.g. to continue in a later session); returns this call's loss rows."""
+        from torch.utils.data import DataLoader
+        from tqdm import tqdm
+        cfg = self.cfg
+        if self.dataset is None:
+            if not cfg.data:
+                raise DeidError("no training data: give one or more face caches (--data)")
+            self.dataset = FaceCacheDataset(cfg.data, size=self.mcfg.size)
+        if getattr(self.dataset, "size", self.mcfg.size) != self.mcfg.size:
+            raise DeidError(f"data crops are {self.dataset.size}² but {self.mcfg.name} needs "
+                            f"{self.mcfg.size}²")
+        if self.rank == 0:
+            self.out.mkdir(parents=True, exist_ok=True)
+            (self.out / "config.json").write_text(json.dumps(
+                {"model": self.mcfg.to_dict(), "train": cfg.to_dict()}, indent=1, default=str))
+        if resume:
+            self.load_checkpoint(self.out / CHECKPOINT_NAME)
+            if self.rank == 0:
+                self._truncate_log()
+        if self.rank == 0 and self.tb is None:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+                self.tb = SummaryWriter(str(self.out / "tb"))
+            except Exception:
+                self.tb = None
+        stop = min(cfg.steps, until) if until else cfg.steps
+        sampler = StepBatchSampler(len(self.dataset), self.batch, cfg.seed, self.step,
+                                   self.rank, self.world, stop)
+        loader = DataLoader(self.dataset, batch_sampler=sampler, num_workers=cfg.workers,
+                            pin_memory=self.device.type == "cuda")
+        fixed = torch.stack([self.dataset[i] for i in range(min(8, len(self.dataset)))])
+        rows: list[dict] = []
+        bar = tqdm(total=cfg.steps, initial=self.step, desc=f"train {self.mcfg.name}",
+                   unit="it", disable=not progress or self.rank != 0)
+        self.G.train()
+        t0 = time.perf_counter()
+        for x in loader:
+            out = self.train_step(x)
+            row = {"step": self.step, **out}
+            rows.append(row)
+            if self.rank == 0:
+                if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                    self._log(row)
+                if cfg.sample_every and self.step % cfg.sample_every == 0:
+                    self.sample(fixed, self.out / "samples" / f"step_{self.step:07d}.png")
+                if cfg.ckpt_every and self.step % cfg.ckpt_every == 0:
+                    self.save_checkpoint()
+            bar.update(1)
+            bar.set_postfix(loss=f"{out['total']:.3f}", R=f"{out['R_raw']:.3f}",
+                            lam=f"{out['lam']:.2g}")
+        bar.close()
+        if self.rank == 0:
+            self.save_checkpoint()
+            self.sample(fixed, self.out / "samples" / f"step_{self.step:07d}.png")
+            if self.tb is not None:
+                self.tb.flush()
+        self.seconds = time.perf_counter() - t0
+        return rows
+
+
+def train(cfg: TrainConfig, resume: bool = False, dataset=None, identity=None,
+          progress: bool = True, until: int | None = None) -> Trainer:
+    """Build a :class:`Trainer` and run it; returns the trainer (history in ``.history``)."""
+    trainer = Trainer(cfg, dataset=dataset, identity=identity)
+    trainer.history = trainer.run(resume=resume, progress=progress, until=until)
+    return trainer
