@@ -99,3 +99,59 @@ def confusion_matrix(matrix: np.ndarray, labels: Sequence[str], title: str = "")
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    """RGB uint8 image -> PNG bytes (for ``ipywidgets.Image``)."""
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.asarray(image, dtype=np.uint8)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def lambda_explorer(render, sources: Sequence[str], targets: Sequence[str],
+                    lam_value: float = 1e-6, lam_min: float = 1e-8, lam_max: float = 1e-5,
+                    source_image=None):
+    """The λ dial of notebook 02: a ``FloatLogSlider`` for λ, a source and a target
+    ``Dropdown``, and the de-identified face re-rendered live on every change.
+
+    ``render(source, target, lam) -> RGB uint8`` does the work (a package call); the widget
+    only wires it. ``source_image(source) -> RGB uint8`` shows the input beside the output.
+    λ = 0 is reachable with the "λ = 0" toggle (a log slider cannot reach it).
+    Returns the ``VBox`` (display it); its initial images are rendered now, so the saved
+    widget state shows them in JupyterLab without a kernel.
+    """
+    import ipywidgets as w
+
+    slider = w.FloatLogSlider(value=lam_value, base=10, min=float(np.log10(lam_min)),
+                              max=float(np.log10(lam_max)), step=0.05, description="λ",
+                              readout_format=".1e", continuous_update=False,
+                              layout=w.Layout(width="420px"))
+    zero = w.Checkbox(value=False, description="λ = 0 (reconstruction)")
+    src = w.Dropdown(options=list(sources), value=sources[0], description="source")
+    tgt = w.Dropdown(options=list(targets), value=targets[0], description="target")
+    inp = w.Image(format="png", width=192, height=192)
+    out = w.Image(format="png", width=192, height=192)
+    status = w.HTML()
+
+    def update(*_):
+        lam = 0.0 if zero.value else float(slider.value)
+        try:
+            img = render(src.value, tgt.value, lam)
+        except Exception as exc:  # shown in the widget, not lost in a callback
+            status.value = f"<span style='color:#b00'>{type(exc).__name__}: {exc}</span>"
+            return
+        out.value = png_bytes(img)
+        if source_image is not None:
+            inp.value = png_bytes(source_image(src.value))
+        status.value = f"source <b>{src.value}</b>, target <b>{tgt.value}</b>, λ = {lam:.2e}"
+
+    for widget in (slider, zero, src, tgt):
+        widget.observe(update, names="value")
+    update()
+    return w.VBox([w.HBox([src, tgt]), w.HBox([slider, zero]),
+                   w.HBox([w.VBox([w.HTML("input"), inp]), w.VBox([w.HTML("output"), out])]),
+                   status])

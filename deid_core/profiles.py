@@ -39,12 +39,13 @@ class Profile:
     # 00: data preparation
     n_prepare: int = 24                        # faces aligned in notebook 00
     # 01: training
-    preset: str = "compact-128"                # model preset (deid_core.model)
+    preset: str = "compact-128-lamcond"        # model preset (deid_core.model); -lamcond: λ at inference
     train_steps: int = 60
     train_batch: int = 8
-    train_minutes: float = 3.0                 # wall-clock cap for the smoke training
     train_data: str = "sample"                 # "sample" | "shared" | "user"
     use_starter_checkpoint: bool = True        # later notebooks use data/checkpoints/ when present
+    checkpoint: str | None = None              # 02/03/05: this checkpoint instead of notebook 01's choice
+    demo_lam: float | None = None              # λ for 03/05 with a λ-conditioned model (None: its default)
     # 02: λ sweep (Fig. 9); λ values are the identity-loss weights of Sec. 3.2
     lams: list[float] = field(default_factory=lambda: [0.0, 1e-7, 5e-7, 1e-6, 2e-6])
     n_sweep_faces: int = 6
@@ -67,10 +68,10 @@ class Profile:
 def _smoke(device: str, data_dir: str | None) -> Profile:
     return Profile(
         name="smoke", device=device, data_dir=data_dir,
-        n_prepare=24, preset="compact-128", train_steps=40, train_batch=8, train_minutes=3.0,
+        n_prepare=24, preset="compact-128-lamcond", train_steps=60, train_batch=8,
         train_data="sample", lams=[0.0, 1e-7, 5e-7, 1e-6, 2e-6], n_sweep_faces=6,
         evaluators=["facenet-casia", "sface"], n_eval_identities=24, lfw_pairs=300,
-        study_persons=5, max_frames=48,
+        study_persons=5, max_frames=0,
         timeouts={"00_setup_and_data": 300, "01_train": 600, "02_lambda_sweep": 420,
                   "03_identity_evaluation": 600, "04_user_study": 300, "05_video_demo": 420},
     )
@@ -79,8 +80,8 @@ def _smoke(device: str, data_dir: str | None) -> Profile:
 def _paper(device: str, data_dir: str | None) -> Profile:
     return Profile(
         name="paper", device=device, data_dir=data_dir,
-        n_prepare=260_000, preset="paper-128", train_steps=230_000, train_batch=32,
-        train_minutes=0.0, train_data="user" if data_dir else "shared",
+        n_prepare=260_000, preset="paper-128-lamcond", train_steps=230_000, train_batch=32,
+        train_data="user" if data_dir else "shared",
         lams=[0.0, 1e-7, 5e-7, 1e-6, 2e-6], n_sweep_faces=16,
         evaluators=["facenet-casia", "sface"], n_eval_identities=1000, lfw_pairs=6000,
         study_persons=5, max_frames=0, use_starter_checkpoint=False,
@@ -111,8 +112,8 @@ def get_profile(name: str = "smoke", device: str | None = None, data_dir: str | 
         data_dir = str(data_dir)
     prof = PROFILES[name](device, data_dir)
     prof.seed = seed
-    if name == "smoke" and os.environ.get("DEID_SMOKE_TRAIN_MINUTES"):
-        prof.train_minutes = float(os.environ["DEID_SMOKE_TRAIN_MINUTES"])
+    if name == "smoke" and os.environ.get("DEID_SMOKE_TRAIN_STEPS"):   # tests: a shorter run
+        prof.train_steps = int(os.environ["DEID_SMOKE_TRAIN_STEPS"])
     return prof
 
 
@@ -133,15 +134,19 @@ def notebook_parameters(notebook: str, profile: Profile, results_dir: str | Path
     per = {
         "00_setup_and_data": {"n_prepare": profile.n_prepare},
         "01_train": {"preset": profile.preset, "steps": profile.train_steps,
-                     "batch_size": profile.train_batch, "train_minutes": profile.train_minutes,
+                     "batch_size": profile.train_batch,
                      "train_data": profile.train_data,
                      "use_starter_checkpoint": profile.use_starter_checkpoint},
-        "02_lambda_sweep": {"lams": list(profile.lams), "n_faces": profile.n_sweep_faces},
-        "03_identity_evaluation": {"evaluators": list(profile.evaluators),
+        "02_lambda_sweep": {"checkpoint": profile.checkpoint, "lams": list(profile.lams),
+                            "n_faces": profile.n_sweep_faces},
+        "03_identity_evaluation": {"checkpoint": profile.checkpoint, "lam": profile.demo_lam,
+                                   "evaluators": list(profile.evaluators),
                                    "n_identities": profile.n_eval_identities,
                                    "lfw_pairs": profile.lfw_pairs},
-        "04_user_study": {"n_persons": profile.study_persons},
-        "05_video_demo": {"clip": profile.clip, "max_frames": profile.max_frames},
+        "04_user_study": {"checkpoint": profile.checkpoint, "lam": profile.demo_lam,
+                          "n_persons": profile.study_persons},
+        "05_video_demo": {"checkpoint": profile.checkpoint, "lam": profile.demo_lam,
+                          "clip": profile.clip, "max_frames": profile.max_frames},
     }[notebook]
     return {**common, **per}
 
@@ -220,3 +225,15 @@ def data_sources(sample_dir: str | Path | None = None, shared_dir: str | Path | 
         rows.append({"source": "--data", "path": str(p), "files": count(p), "licence": "yours",
                      "used by": "paper profile"})
     return rows
+
+
+def starter_checkpoint(preset: str | None = None) -> Path | None:
+    """The committed starter checkpoint under ``data/checkpoints/`` (issue 9), or None.
+
+    With several, the one whose name contains ``preset`` (e.g. ``compact-128``) is preferred.
+    """
+    found = sorted(paths.CHECKPOINT_DIR.glob("*.pt")) if paths.CHECKPOINT_DIR.is_dir() else []
+    if preset:
+        base = preset.replace("-lamcond", "")
+        found = sorted(found, key=lambda p: (base not in p.name, p.name))
+    return found[0] if found else None

@@ -168,7 +168,7 @@ def write_report(results: str | Path | None = None, run_log: dict | None = None)
     prof = log.get("profile") or {}
     lines += ["## Profile", "", f"- profile: `{prof.get('name', '?')}`, device: `{prof.get('device', '?')}`, "
               f"seed: {prof.get('seed', '?')}, data: `{prof.get('data_dir') or 'embedded sample'}`"]
-    for key in ("preset", "train_steps", "train_batch", "train_minutes", "lams", "evaluators",
+    for key in ("preset", "train_steps", "train_batch", "lams", "evaluators",
                 "max_frames"):
         if key in prof:
             lines.append(f"- {key}: {_fmt(prof[key]) if not isinstance(prof[key], list) else prof[key]}")
