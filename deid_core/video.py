@@ -269,6 +269,7 @@ class FrameProcessor:
         self.tracks: list[Track] = []
         self.index = 0
         self._next_id = 0
+        import scipy.optimize  # noqa: F401  (imported here, not inside the timed tracking)
         self.times: dict[str, float] = {k: 0.0 for k in
                                         ("detect", "refit", "track", "warp", "net", "paste", "fail_closed")}
 
@@ -545,6 +546,7 @@ class Mp4Writer:
         self._ain = None
         self._apackets: Iterator | None = None
         self._pending_audio: Any = None
+        self.audio_end: float | None = None       # cut audio here (set by close())
         self._resampled = None
         if audio_from is not None:
             self._setup_audio(audio_from)
@@ -596,6 +598,8 @@ class Mp4Writer:
             if pkt.dts is None and pkt.pts is None:       # flush packet
                 continue
             ts = float((pkt.pts if pkt.pts is not None else pkt.dts) * pkt.time_base)
+            if self.audio_end is not None and ts >= self.audio_end:
+                continue                                  # past the last video frame (max_frames)
             if t is not None and ts > t:
                 self._pending_audio = pkt
                 return
@@ -663,8 +667,10 @@ class Mp4Writer:
                 except queue.Empty:
                     break
 
-    def close(self) -> None:
-        """Flush and close; raises DeidError if encoding failed."""
+    def close(self, audio_end: float | None = None) -> None:
+        """Flush and close; ``audio_end`` (s) cuts the audio (when only part of the video was
+        processed). Raises DeidError if encoding failed."""
+        self.audio_end = audio_end
         if self._thread.is_alive():
             while self.error is None:
                 try:
@@ -832,7 +838,9 @@ def deidentify_video(inp: str | os.PathLike, out: str | os.PathLike, aligner: An
                 info.frames or cfg.max_frames or None)
             pbar = tqdm(total=total, unit="frame", desc=f"deid {inp.name}", dynamic_ncols=True)
         reader.start()
+        last_ts = 0.0
         for idx, pts, ts, frame in reader:
+            last_ts = ts
             res, fi = proc(frame, ts)
             fi.pop("faces", None)
             frame_infos.append(fi)
@@ -844,7 +852,8 @@ def deidentify_video(inp: str | os.PathLike, out: str | os.PathLike, aligner: An
         if not frame_infos:
             raise DeidError(f"no frame could be decoded from {inp}"
                             + (f": {reader.error}" if reader.error else ""))
-        writer.close()
+        cut = cfg.max_frames is not None and len(frame_infos) >= cfg.max_frames
+        writer.close(audio_end=last_ts + 1.0 / float(info.fps) if cut else None)
         wall = time.perf_counter() - t_start
         times = dict(proc.times, decode=reader.seconds, encode=writer.seconds)
         truncated = bool(reader.error) or (info.frames > 0 and len(frame_infos) < info.frames
@@ -1152,3 +1161,60 @@ def pattern_net(size: int, alpha: float = 0.6) -> NetFn:
         n = len(crops)
         return np.repeat(pat[None], n, 0), np.full((n, size, size), alpha, np.float32)
     return net
+
+
+# ----------------------------------------------------------------------------------------
+# Model wiring for the CLI (one place: `deid video`, `deid live`, notebooks).
+
+def check_target_image(path: str | os.PathLike, aligner: Any) -> np.ndarray:
+    """Read a target photo and require exactly one detectable face in it (§3: "a target
+    image, which is any image of the person"). Returns the RGB image."""
+    from deid_core.align import read_image
+    path = Path(path)
+    if not path.is_file():
+        raise DeidError(f"target image not found: {path}")
+    img = read_image(path)
+    n = len(aligner.detect(img))
+    if n == 0:
+        raise DeidError(f"no face found in the target image {path}: give a photo of the person "
+                        f"with one clearly visible face")
+    if n > 1:
+        raise DeidError(f"the target image {path} shows {n} faces: give a photo with exactly one "
+                        f"face (crop it to the person)")
+    return img
+
+
+def build_pipeline(checkpoint: str | os.PathLike | None, target: str | os.PathLike | None = None,
+                   lam: float | None = None, device: str = "cpu", passthrough: bool = False,
+                   detector: str = "hog", upsample: int = 0, detect_scale: float = 1.0
+                   ) -> tuple[Any, NetFn | NetProvider]:
+    """The ``(aligner, net)`` pair for :func:`deidentify_video` / :func:`run_live`.
+
+    With a checkpoint: ``inference.Deidentifier`` and the target's embedding (or, without
+    ``target``, each face track's own first appearance). ``passthrough=True`` runs the
+    pipeline with the identity network (debugging; nothing is de-identified).
+    """
+    from deid_core.align import AlignConfig, FaceAligner, passthrough_net
+    if passthrough:
+        aligner = FaceAligner(AlignConfig(detector=detector, upsample=upsample,
+                                          detect_scale=detect_scale))
+        return aligner, passthrough_net
+    if checkpoint is None:
+        raise DeidError("no model checkpoint given: pass --checkpoint FILE.pt (train one with "
+                        "the training notebook / `deid train`), or --passthrough to test the "
+                        "pipeline without de-identification")
+    ckpt = Path(checkpoint)
+    if not ckpt.is_file():
+        raise DeidError(f"checkpoint not found: {ckpt}")
+    try:
+        from deid_core.inference import Deidentifier
+    except ImportError as exc:
+        raise DeidError(f"the inference module is not available ({exc})") from exc
+    deid = Deidentifier.from_checkpoint(ckpt, device)
+    size = int(getattr(deid, "size", 0) or getattr(getattr(deid, "aligner", None), "size", 0) or 128)
+    aligner = FaceAligner(AlignConfig(size=size, detector=detector, upsample=upsample,
+                                      detect_scale=detect_scale))
+    emb = None
+    if target is not None:
+        emb = deid.embed_target(check_target_image(target, aligner))
+    return aligner, DeidentifierNet(deid, lam=lam, target_embedding=emb)
