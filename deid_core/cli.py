@@ -47,7 +47,88 @@ def _add_align(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-COMMANDS = [_add_info, _add_align]
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    """Arguments shared by `deid video` and `deid live` (model, target, tracking)."""
+    p.add_argument("--checkpoint", default=None, help="generator checkpoint (.pt)")
+    p.add_argument("--target", default=None,
+                   help="photo of the person (one face); default: each face track's first frame")
+    p.add_argument("--lam", type=float, default=None, help="λ for a λ-conditioned model")
+    p.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
+    p.add_argument("--passthrough", action="store_true",
+                   help="debug: identity network (runs the pipeline, de-identifies nothing)")
+    p.add_argument("--detector", default="hog", choices=["hog", "cnn", "mtcnn"])
+    p.add_argument("--upsample", type=int, default=0, help="dlib detector upsampling (small faces)")
+    p.add_argument("--detect-scale", type=float, default=1.0,
+                   help="run the detector on the frame scaled by this (fast path, <= 1)")
+    p.add_argument("--detect-every", type=int, default=None,
+                   help="detect every k frames, track + re-fit landmarks in between")
+    p.add_argument("--no-stabilize", action="store_true", help="turn landmark smoothing off")
+    p.add_argument("--max-frames", type=int, default=None, help="stop after N frames")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+
+
+def _video_setup(args: argparse.Namespace, fail_closed: bool, detect_every: int):
+    from deid_core.video import VideoConfig, build_pipeline
+    aligner, net = build_pipeline(args.checkpoint, args.target, args.lam, args.device,
+                                  args.passthrough, args.detector, args.upsample,
+                                  args.detect_scale)
+    cfg = VideoConfig(detect_every=args.detect_every or detect_every,
+                      stabilize=not args.no_stabilize, fail_closed=fail_closed,
+                      max_frames=args.max_frames)
+    return aligner, net, cfg
+
+
+def _add_video(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("video", help="de-identify a video file: H.264 mp4 out with the same "
+                                     "size, frames and audio, plus OUT.json summary")
+    p.add_argument("input", help="video file (mp4/mov/avi/mkv/webm)")
+    p.add_argument("output", help="output .mp4 (never the input)")
+    _add_model_args(p)
+    p.add_argument("--fail-closed", action="store_true",
+                   help="pixelate faces the detector misses but the tracker knows")
+
+    def run(args: argparse.Namespace) -> int:
+        from deid_core.video import deidentify_video, summary_path
+        aligner, net, cfg = _video_setup(args, args.fail_closed, 1)
+        s = deidentify_video(args.input, args.output, aligner, net, cfg, overwrite=args.overwrite)
+        keys = ("frames", "frames_with_faces", "frames_no_face", "fail_closed_frames", "tracks",
+                "fps", "audio", "warnings")
+        print(json.dumps({k: s[k] for k in keys} | {"summary": str(summary_path(args.output))}))
+        return 0
+
+    p.set_defaults(func=run)
+
+
+def _add_live(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("live", help="live de-identification from a camera, stream or a file "
+                                    "played in real time (fail-closed by default)")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--camera", type=int, default=None, help="camera index (default 0)")
+    src.add_argument("--source", default=None, help="video file or stream URL instead of a camera")
+    p.add_argument("--realtime", action="store_true",
+                   help="play --source at its own fps, dropping frames the pipeline cannot keep up with")
+    p.add_argument("--show", action="store_true", help="side-by-side preview window (needs a display)")
+    p.add_argument("--out", default=None, help="write the de-identified stream to this .mp4")
+    p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    p.add_argument("--no-fail-closed", action="store_true", help="turn the fail-closed mode off")
+    _add_model_args(p)
+
+    def run(args: argparse.Namespace) -> int:
+        from deid_core.video import run_live
+        if not args.show and args.out is None:
+            raise DeidError("nothing to do: pass --show (needs a display) and/or --out FILE.mp4")
+        source = args.source if args.source is not None else (args.camera or 0)
+        aligner, net, cfg = _video_setup(args, not args.no_fail_closed, 3)
+        s = run_live(source, aligner, net, cfg, out=args.out, show=args.show,
+                     realtime=args.realtime, overwrite=args.overwrite, duration=args.duration)
+        keys = ("frames", "captured", "dropped", "fail_closed_frames", "fps", "latency_ms_mean")
+        print(json.dumps({k: s[k] for k in keys}))
+        return 0
+
+    p.set_defaults(func=run)
+
+
+COMMANDS = [_add_info, _add_align, _add_video, _add_live]
 
 
 def build_parser() -> argparse.ArgumentParser:
