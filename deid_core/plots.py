@@ -47,9 +47,14 @@ def loss_curves(history: Mapping[str, Sequence[float]], steps: Sequence[int] | N
     for ax, term in zip(axes.flat, terms):
         vals = np.asarray(history[term], dtype=float)
         x = np.asarray(steps if steps is not None else np.arange(len(vals)))[: len(vals)]
-        ax.plot(x, vals, lw=1)
-        if np.all(vals[np.isfinite(vals)] > 0):
+        ax.plot(x, vals, lw=0.8, alpha=0.5 if len(vals) > 20 else 1.0)
+        if len(vals) > 20:  # a running mean over ~5% of the run
+            k = max(2, len(vals) // 20)
+            ax.plot(x[k - 1:], np.convolve(vals, np.ones(k) / k, mode="valid"), lw=1.4)
+        fin = vals[np.isfinite(vals)]
+        if len(fin) and np.all(fin > 0) and fin.max() / fin.min() > 20:
             ax.set_yscale("log")
+        ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 4)) if ax.get_yscale() == "linear" else None
         ax.set_title(term, fontsize=9)
         ax.set_xlabel("step", fontsize=8)
     for ax in list(axes.flat)[len(terms):]:
