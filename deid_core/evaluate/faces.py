@@ -1,0 +1,124 @@
+"""Folder-per-person datasets and a cached 68-landmark pass over them (evaluation input side).
+
+Every evaluator chips faces with its own alignment from the 68 landmarks (``identity`` API:
+``embed_faces(image, [landmarks68])``), so the expensive detection is done once per dataset and
+cached under ``paths.cache_dir() / "eval"``. Detection uses the align helper's
+``FaceAligner.detect`` (dlib HOG + 68-point predictor). Images where no face is found get the dataset's mean
+landmarks (valid for pre-aligned sets such as LFW-a and CelebA aligned) and ``detected=False``.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from deid_core import paths
+from deid_core.errors import DeidError
+
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+
+
+@dataclass
+class Dataset:
+    """A folder-per-person face dataset: ``root/<identity>/<image>``."""
+    root: Path
+    files: list[str]          # relative paths, sorted
+    identities: list[str]     # identity name per file
+
+    @property
+    def names(self) -> list[str]:
+        return sorted(set(self.identities))
+
+    def path(self, i: int) -> Path:
+        return self.root / self.files[i]
+
+
+def scan_folder_dataset(root: str | os.PathLike, max_identities: int | None = None) -> Dataset:
+    """List ``root/<identity>/*.jpg|png`` (any LFW/CelebA-style layout, one folder per person)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DeidError(f"dataset folder not found: {root}")
+    files: list[str] = []
+    ids: list[str] = []
+    dirs = sorted(d for d in root.iterdir() if d.is_dir())
+    if max_identities is not None:
+        dirs = dirs[:max_identities]
+    for d in dirs:
+        for f in sorted(d.iterdir()):
+            if f.suffix.lower() in IMAGE_EXTS and f.is_file():
+                files.append(f"{d.name}/{f.name}")
+                ids.append(d.name)
+    if not files:
+        raise DeidError(f"no images found in a folder-per-person layout under {root} "
+                        f"(expected {root}/<person>/<image>.jpg)")
+    return Dataset(root=root, files=files, identities=ids)
+
+
+def load_rgb(path: str | os.PathLike) -> np.ndarray:
+    """Read an image file as uint8 H×W×3 RGB (grayscale files are replicated to 3 channels)."""
+    import cv2
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if img is None:
+        raise DeidError(f"cannot read image: {path}")
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+class LandmarkDetector:
+    """Largest face's 68 landmarks in an RGB image, or ``None``.
+
+    Uses the align helper's :class:`~deid_core.align.FaceAligner` (dlib HOG + 68-point predictor);
+    images whose short side is below ``upsample_below`` px (e.g. CelebA aligned at 89×109) are
+    searched with one level of detector upsampling.
+    """
+
+    def __init__(self, upsample_below: int = 160) -> None:
+        from deid_core.align import FaceAligner
+        self.upsample_below = upsample_below
+        self._aligners = {0: FaceAligner(upsample=0), 1: FaceAligner(upsample=1)}
+
+    def __call__(self, image: np.ndarray) -> np.ndarray | None:
+        up = 1 if min(image.shape[:2]) < self.upsample_below else 0
+        faces = self._aligners[up].detect(image)
+        if not faces:
+            return None
+        return np.asarray(faces[0].landmarks, np.float32)  # detect() sorts largest first
+
+
+def _cache_key(root: Path, files: Sequence[str], tag: str) -> str:
+    h = hashlib.sha1(str(root.resolve()).encode())
+    for f in files:
+        h.update(f.encode())
+    return f"{tag}-{root.name}-{h.hexdigest()[:12]}"
+
+
+def dataset_landmarks(ds: Dataset, indices: Sequence[int] | None = None,
+                      detector: Callable[[np.ndarray], np.ndarray | None] | None = None,
+                      cache: bool = True, progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """(N,68,2) landmarks and (N,) detected flags for ``ds`` files (``indices`` subset), cached."""
+    from tqdm import tqdm
+    idx = list(range(len(ds.files))) if indices is None else list(indices)
+    files = [ds.files[i] for i in idx]
+    path = paths.cache_dir() / "eval" / f"{_cache_key(ds.root, files, 'lm68')}.npz"
+    if cache and path.is_file():
+        z = np.load(path)
+        return z["landmarks"], z["detected"]
+    detector = detector or LandmarkDetector()
+    lms = np.zeros((len(idx), 68, 2), np.float32)
+    det = np.zeros(len(idx), bool)
+    for k, i in enumerate(tqdm(idx, desc=f"landmarks {ds.root.name}", disable=not progress)):
+        lm = detector(load_rgb(ds.path(i)))
+        if lm is not None:
+            lms[k], det[k] = lm, True
+    if det.any():
+        lms[~det] = lms[det].mean(0)
+    if cache:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = paths.atomic_write_path(path)
+        with open(tmp, "wb") as fh:
+            np.savez(fh, landmarks=lms, detected=det, files=np.array(files))
+        os.replace(tmp, path)
+    return lms, det
