@@ -54,6 +54,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import logging
 import os
 import time
 from dataclasses import dataclass, field
@@ -70,6 +71,8 @@ DEFAULT_MARGIN = 0.2
 TEMPLATE_FILE = Path(__file__).resolve().parent / "assets" / "template68.json"
 DETECTORS = ("hog", "cnn", "mtcnn")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+
+log = logging.getLogger(__name__)
 
 NetFn = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 
@@ -734,4 +737,9 @@ def prepare_faces(src_dir: str | os.PathLike, dst_dir: str | os.PathLike, size: 
     done_now = summary.n_aligned + summary.n_skipped
     summary.images_per_s = round(done_now / summary.seconds, 2) if summary.seconds > 0 else 0.0
     write_text_atomic(dst_dir / "summary.json", json.dumps(summary.to_json(), indent=1) + "\n")
+    log.info("prepare_faces %s -> %s: %d aligned, %d skipped (%s), %d already done, %.1f img/s",
+             src_dir, dst_dir, summary.n_aligned, summary.n_skipped,
+             ", ".join(d["source"] for d in summary.skipped[:10])
+             + (" ..." if summary.n_skipped > 10 else ""), summary.n_already,
+             summary.images_per_s)
     return summary

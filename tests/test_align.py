@@ -283,6 +283,22 @@ def test_several_faces_one_batched_call(portrait_paths, aligner256, sample_dir):
     assert xs[0] < a.shape[1] <= xs[1]                                  # one face per tile
 
 
+def test_face_cut_by_frame_edge(sample_faces, aligner256):
+    """A hull reaching past the frame border: no error, changes only inside the hull."""
+    img, face = sample_faces[3]
+    cx = int(face.landmarks[:, 0].mean())
+    frame = np.ascontiguousarray(img[:, cx:])                      # left half of the face gone
+    f = Face(face.box - [cx, 0, cx, 0], face.landmarks - [cx, 0])
+    out, info = aligner256.process(frame, lambda c: (np.zeros_like(c),
+                                                     np.ones(c.shape[:3], np.float32)), faces=[f])
+    inside = hull_inside(f.landmarks, frame.shape)
+    changed = (out != frame).any(2)
+    assert changed.any() and not (changed & ~inside).any()
+    gone = Face(f.box - [5000, 0, 5000, 0], f.landmarks - [5000, 0])  # entirely off-frame
+    out, _ = aligner256.process(frame, passthrough_net, faces=[gone])
+    assert np.array_equal(out, frame)
+
+
 def test_bgr_order_matches_rgb(sample_faces):
     img, face = sample_faces[2]
     inv = lambda c: (255 - c, np.ones(c.shape[:3], np.float32))  # noqa: E731
@@ -406,3 +422,15 @@ def test_cli_align_writes_crop_and_json(tmp_path, sample_dir, capsys):
     cv2.imwrite(str(blank), np.zeros((100, 100, 3), np.uint8))
     assert main(["align", str(blank), str(tmp_path / "x.png")]) == 1
     assert "no face" in capsys.readouterr().err and not (tmp_path / "x.png").exists()
+
+
+def test_cli_prepare(tmp_path, sample_dir, capsys):
+    dst = tmp_path / "cache"
+    assert main(["prepare", str(sample_dir / "portraits"), str(dst), "--limit", "2",
+                 "--format", "jpg"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["n_aligned"] == 2
+    rows = read_face_index(dst)
+    assert [r["path"].endswith(".jpg") for r in rows] == [True, True]
+    assert read_image(dst / rows[0]["path"]).shape == (128, 128, 3)
+    assert main(["prepare", str(tmp_path / "nope"), str(dst)]) == 1
