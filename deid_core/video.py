@@ -525,7 +525,8 @@ class FrameReader(threading.Thread):
 
 
 class Mp4Writer:
-    """H.264 (libx264, yuv420p) mp4 writer keeping the given timestamps, plus the audio of
+    """H.264 (libx264, yuv420p; yuv444p for odd frame sides) mp4 writer keeping the given
+    timestamps, plus the audio of
     ``audio_from`` remuxed (or re-encoded to AAC), interleaved by time. Runs in a thread.
     """
 
@@ -536,7 +537,9 @@ class Mp4Writer:
         self.path = path
         self.container = av.open(str(path), "w", format="mp4")
         self.vs = self.container.add_stream("libx264", rate=fps)
-        self.vs.width, self.vs.height, self.vs.pix_fmt = width, height, "yuv420p"
+        # yuv420p needs even sides; odd-sized input keeps its size with 4:4:4 chroma instead
+        self.pix_fmt = "yuv420p" if width % 2 == 0 and height % 2 == 0 else "yuv444p"
+        self.vs.width, self.vs.height, self.vs.pix_fmt = width, height, self.pix_fmt
         self.vs.codec_context.time_base = time_base
         self.vs.time_base = time_base
         self.vs.options = {"crf": str(crf), "preset": preset}
@@ -819,6 +822,9 @@ def deidentify_video(inp: str | os.PathLike, out: str | os.PathLike, aligner: An
                         f"maximum ({MAX_FRAME_SIDE} px side, 4K); downscale first, e.g. "
                         f"ffmpeg -i IN -vf scale=-2:2160 OUT")
     warns: list[str] = []
+    if info.width % 2 or info.height % 2:
+        warns.append(f"odd frame size {info.width}x{info.height}: encoded as H.264 4:4:4 "
+                     f"(yuv444p) to keep the size; some players only play yuv420p")
     if info.width * info.height > 1920 * 1080:
         warns.append(f"large frames ({info.width}x{info.height}): consider detect_scale < 1 "
                      f"(--detect-scale) and --detect-every > 1 for speed")

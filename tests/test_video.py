@@ -448,3 +448,30 @@ def test_multi_face_clip_keeps_size_and_audio(shared_data, tmp_path):
     assert b["frames"] == 12 and b["size"] == (1920, 1080) and b["fps"] == a.fps
     assert b["audio"] == "aac"
     assert s["tracks"] >= 1
+
+
+def test_odd_size_and_4k_frames(portraits, tmp_path):
+    """Odd sides keep their size (4:4:4); a 4K (3840x2160) clip goes through unchanged in size."""
+    import cv2
+    odd = [np.ascontiguousarray(cv2.resize(portraits[0], (161, 121))) for _ in range(3)]
+    src = tmp_path / "odd.mp4"
+    with av.open(str(src), "w") as out:
+        vs = out.add_stream("libx264", rate=25)
+        vs.width, vs.height, vs.pix_fmt = 161, 121, "yuv444p"
+        for f in odd:
+            for pkt in vs.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+                out.mux(pkt)
+        for pkt in vs.encode():
+            out.mux(pkt)
+    with pytest.warns(UserWarning):
+        V.deidentify_video(src, tmp_path / "odd_out.mp4", CachedAligner(), passthrough_net,
+                           V.VideoConfig(progress=False, fail_closed=True))
+    assert _stream_facts(tmp_path / "odd_out.mp4")["size"] == (161, 121)
+    big = np.zeros((2160, 3840, 3), np.uint8)
+    face = cv2.resize(portraits[1], (900, 1300))
+    big[400:1700, 1500:2400] = face
+    src4k = _write_clip(tmp_path / "uhd.mp4", [big, big])
+    s = V.deidentify_video(src4k, tmp_path / "uhd_out.mp4", CachedAligner(detect_scale=0.25),
+                           constant_net, V.VideoConfig(progress=False))
+    f = _stream_facts(tmp_path / "uhd_out.mp4")
+    assert f["size"] == (3840, 2160) and f["frames"] == 2 and s["frames_with_faces"] == 2

@@ -1,0 +1,189 @@
+#!/usr/bin/env python
+"""End-to-end video throughput (decode → detect/track → align → network → paste → encode)
+and, with ``--flicker``, the stabilisation study on the shared talking clips.
+
+Throughput: the embedded NASA clip (75 frames, one then two faces) resized to 640×480 and
+1280×720, run through :func:`deid_core.video.deidentify_video`. The network is an untrained
+``compact-128`` generator on CPU (the timing does not depend on the weights; a trained
+checkpoint can be given with ``--checkpoint``), or the pass-through with ``--net passthrough``.
+Configurations, as ratios against the baseline measured in the same process:
+
+- ``baseline``: detection every frame, the network called once per face (no batching);
+- ``batched``: detection every frame, all faces of a frame in one network call;
+- ``track3``: batched, detection every 3rd frame with tracking (landmarks re-fitted between);
+- ``track3+ds0.5``: as track3 with detection on the half-scale frame.
+
+Flicker (``--flicker``): for each talking clip in ``../shared/data/videos/`` (first
+``--frames`` frames), the frame processor runs without encoding, with a fixed-pattern network
+(:func:`deid_core.video.pattern_net`, which exposes alignment jitter) and with the pass-through,
+stabilisation on and off; the flicker ratio (output vs input, inside the input's face hulls)
+is printed and written to ``results/tables/video_flicker.csv``.
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_video.py [--sizes 640x480 1280x720]
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_video.py --flicker [--frames 90]
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from deid_core import paths, video as V  # noqa: E402
+from deid_core.align import AlignConfig, FaceAligner, passthrough_net  # noqa: E402
+
+
+def generator_net(preset: str = "compact-128", checkpoint: str | None = None, device: str = "cpu",
+                  seed: int = 0):
+    """A NetFn around a generator: uint8 crops → (uint8 images, float masks)."""
+    import torch
+    from deid_core.model import Generator, ModelConfig
+    torch.manual_seed(seed)
+    if checkpoint:
+        ck = torch.load(checkpoint, map_location=device, weights_only=False)
+        cfg = ModelConfig.from_dict(ck["config"]["model"] if "model" in ck["config"] else ck["config"])
+        g = Generator(cfg)
+        g.load_state_dict(ck["generator"])
+    else:
+        cfg = ModelConfig.preset(preset)
+        g = Generator(cfg)
+    g.eval().to(device)
+    emb = torch.nn.functional.normalize(torch.randn(1, cfg.id_dim), dim=1).to(device)
+    lam = 2e-6 if cfg.lam_cond else None
+
+    def net(crops: np.ndarray):
+        x = torch.from_numpy(np.ascontiguousarray(crops)).to(device).permute(0, 3, 1, 2).float() / 127.5 - 1
+        with torch.no_grad():
+            img, m = g(x, emb.expand(len(crops), -1), lam)
+        img = ((img.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+        return img, m[:, 0].float().cpu().numpy()
+    return net, cfg.size
+
+
+def unbatched(net):
+    """The same network called once per face (the baseline)."""
+    def f(crops):
+        outs = [net(c[None]) for c in crops]
+        return np.concatenate([o[0] for o in outs]), np.concatenate([o[1] for o in outs])
+    return f
+
+
+def make_clip(dst: Path, size: tuple[int, int]) -> Path:
+    """The embedded clip resized to ``size`` (w, h), audio kept."""
+    src = paths.sample_dir() / "clip" / "nasa_clip.mp4"
+    frames = V.read_frames(src)
+    info = V.probe_video(src)
+    w = V.Mp4Writer(dst, size[0], size[1], info.fps, info.time_base, audio_from=src, crf=18)
+    tb = info.time_base
+    for i, f in enumerate(frames):
+        w.write(cv2.resize(f, size, interpolation=cv2.INTER_AREA if size[0] < f.shape[1]
+                           else cv2.INTER_LINEAR), int(round(i / float(info.fps) / tb)))
+    w.close()
+    return dst
+
+
+def throughput(args) -> list[dict]:
+    net, size = (passthrough_net, 128) if args.net == "passthrough" else generator_net(
+        args.net, args.checkpoint, args.device)
+    rows = []
+    with tempfile.TemporaryDirectory() as td:
+        for s in args.sizes:
+            wh = tuple(int(v) for v in s.split("x"))
+            clip = make_clip(Path(td) / f"clip_{s}.mp4", wh)
+            configs = {
+                "baseline": (unbatched(net), 1, 1.0),
+                "batched": (net, 1, 1.0),
+                "track3": (net, 3, 1.0),
+                "track3+ds0.5": (net, 3, 0.5),
+            }
+            base = None
+            for name, (fn, k, ds) in configs.items():
+                al = FaceAligner(AlignConfig(size=size, detect_scale=ds))
+                out = Path(td) / f"out_{s}_{name}.mp4"
+                t0 = time.perf_counter()
+                summ = V.deidentify_video(clip, out, al, fn, V.VideoConfig(
+                    detect_every=k, progress=False), overwrite=True)
+                wall = time.perf_counter() - t0
+                fps = summ["frames"] / wall
+                base = base or fps
+                row = {"size": s, "config": name, "net": args.net, "frames": summ["frames"],
+                       "fps": round(fps, 2), "speedup_vs_baseline": round(fps / base, 2),
+                       "faces": int(sum(summ["faces_per_frame"]))}
+                row.update({f"ms_{k}": v for k, v in summ["ms_per_frame"].items()})
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+    return rows
+
+
+def flicker_study(args) -> list[dict]:
+    shared = paths.shared_data_dir()
+    if shared is None:
+        raise SystemExit("shared data not found: set DEID_SHARED_DATA")
+    clips = sorted((shared / "videos").glob("talking_d*.mp4"))
+    if args.clips:
+        clips = [c for c in clips if c.stem in args.clips]
+    al = FaceAligner()
+    cache: dict[bytes, list] = {}
+
+    class Cached(FaceAligner):
+        def detect(self, frame):
+            key = hashlib.sha1(np.ascontiguousarray(frame)).digest()
+            if key not in cache:
+                cache[key] = al.detect(frame)
+            return list(cache[key])
+
+    rows = []
+    for clip in clips:
+        info = V.probe_video(clip)
+        frames = V.read_frames(clip, args.frames)
+        cal = Cached()
+        masks = [V.hull_mask([f.landmarks for f in cal.detect(fr)], fr.shape) for fr in frames]
+        n_face = sum(bool(m.any()) for m in masks)
+        row = {"clip": clip.stem, "frames": len(frames), "frames_with_face": n_face}
+        for net_name, net in (("pattern", V.pattern_net(128)), ("passthrough", passthrough_net)):
+            for k in (1, 3):
+                for stab in (False, True):
+                    proc = V.FrameProcessor(cal, net, V.VideoConfig(detect_every=k, stabilize=stab))
+                    outs = [proc(f, i / float(info.fps))[0] for i, f in enumerate(frames)]
+                    row[f"{net_name}_k{k}_{'stab' if stab else 'raw'}"] = round(
+                        V.flicker_ratio(frames, outs, masks), 3)
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", nargs="+", default=["640x480", "1280x720"])
+    ap.add_argument("--net", default="compact-128",
+                    help="passthrough, or a model preset (compact-128, paper-128, paper-256)")
+    ap.add_argument("--checkpoint", default=None)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--flicker", action="store_true", help="run the stabilisation study instead")
+    ap.add_argument("--frames", type=int, default=90, help="frames per talking clip (--flicker)")
+    ap.add_argument("--clips", nargs="*", default=None, help="talking clip names (--flicker)")
+    args = ap.parse_args()
+    import pandas as pd
+    rows = flicker_study(args) if args.flicker else throughput(args)
+    df = pd.DataFrame(rows)
+    name = "video_flicker" if args.flicker else f"video_throughput_{args.net}_{args.device}"
+    out = paths.RESULTS_DIR / "tables" / f"{name}.csv"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    df.to_csv(out, index=False)
+    if args.flicker:
+        num = df.select_dtypes("number").drop(columns=["frames", "frames_with_face"])
+        print("mean over clips:", json.dumps(num.mean().round(3).to_dict()))
+    print(df.to_string(index=False))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
