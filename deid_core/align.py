@@ -292,8 +292,11 @@ def _square(x0: float, y0: float, x1: float, y1: float) -> np.ndarray:
 class FaceAligner:
     """Detect, align, warp, and paste back faces (paper §3 a–d, f–h).
 
-    Model files are loaded lazily, once per object. Frames are uint8 RGB (see
-    :func:`to_rgb_uint8`); ``config.order="bgr"`` accepts OpenCV frames in :meth:`process`.
+    Model files are loaded lazily, once per object. Frames (the ``frame`` argument of every
+    method, and the frames returned by :meth:`paste` / :meth:`process`) are uint8 in
+    ``config.order`` -- RGB by default, BGR for OpenCV callers -- converted by
+    :func:`to_rgb_uint8` (grayscale/RGBA accepted). Crops (:meth:`warp`) and the network's
+    images are always RGB.
     """
 
     def __init__(self, config: AlignConfig | None = None, **overrides: Any) -> None:
@@ -340,6 +343,9 @@ class FaceAligner:
                 self._detector = MTCNN(keep_all=True, device="cpu", post_process=False)
         return self._detector
 
+    def _rgb(self, frame: Any, name: str = "frame") -> np.ndarray:
+        return to_rgb_uint8(frame, self.config.order, name=name)
+
     # -- steps a + b ----------------------------------------------------------------------
     def detect_boxes(self, frame: np.ndarray) -> list[tuple[np.ndarray, float]]:
         """Step a: raw detector boxes ``(x0, y0, x1, y1)`` in frame pixels and scores.
@@ -347,7 +353,9 @@ class FaceAligner:
         With ``detect_scale < 1`` the detector runs on a downscaled frame (INTER_AREA) and
         boxes are scaled back (the fast path). Sorted by box area, largest first.
         """
-        rgb = to_rgb_uint8(frame)
+        return self._detect_boxes_rgb(self._rgb(frame))
+
+    def _detect_boxes_rgb(self, rgb: np.ndarray) -> list[tuple[np.ndarray, float]]:
         s = self.config.detect_scale
         small = rgb if s >= 1.0 else cv2.resize(rgb, None, fx=s, fy=s, interpolation=cv2.INTER_AREA)
         if min(small.shape[:2]) < 8:
@@ -378,19 +386,21 @@ class FaceAligner:
 
     def landmarks(self, frame: np.ndarray, box: Sequence[float]) -> np.ndarray:
         """Step b: 68 dlib landmarks (float32 68×2, frame pixels) inside a detector box."""
+        return self._landmarks_rgb(self._rgb(frame), box)
+
+    def _landmarks_rgb(self, rgb: np.ndarray, box: Sequence[float]) -> np.ndarray:
         import dlib
-        rgb = to_rgb_uint8(frame)
         x0, y0, x1, y1 = (int(round(v)) for v in box)
         shape = self.predictor(rgb, dlib.rectangle(x0, y0, x1 - 1, y1 - 1))
         return np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float32)
 
     def detect(self, frame: np.ndarray) -> list[Face]:
         """Steps a+b: every face in the frame (largest first) with a square box and 68 points."""
-        rgb = to_rgb_uint8(frame, self.config.order)
-        faces = []
-        for box, score in self.detect_boxes(rgb):
-            faces.append(Face(box=_square(*box), landmarks=self.landmarks(rgb, box), score=score))
-        return faces
+        return self._detect_rgb(self._rgb(frame))
+
+    def _detect_rgb(self, rgb: np.ndarray) -> list[Face]:
+        return [Face(box=_square(*box), landmarks=self._landmarks_rgb(rgb, box), score=score)
+                for box, score in self._detect_boxes_rgb(rgb)]
 
     # -- steps c, d -----------------------------------------------------------------------
     def transform(self, landmarks: np.ndarray) -> np.ndarray:
@@ -401,8 +411,10 @@ class FaceAligner:
         return umeyama(lm, self.template)
 
     def warp(self, frame: np.ndarray, M: np.ndarray) -> np.ndarray:
-        """Step d: the aligned ``size``×``size``×3 uint8 crop (bilinear, reflected border)."""
-        rgb = to_rgb_uint8(frame)
+        """Step d: the aligned ``size``×``size``×3 uint8 RGB crop (bilinear, reflected border)."""
+        return self._warp_rgb(self._rgb(frame), M)
+
+    def _warp_rgb(self, rgb: np.ndarray, M: np.ndarray) -> np.ndarray:
         return cv2.warpAffine(rgb, np.asarray(M, np.float64), (self.size, self.size),
                               flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
 
@@ -436,10 +448,24 @@ class FaceAligner:
         """Steps f+g+h for one face: unwarp ``image``/``mask`` with ``M⁻¹``, blend
         ``m·generated + (1 − m)·input``, and merge inside the feathered landmark hull.
 
-        Only the hull's bounding rectangle is computed; returns a new frame unless
-        ``inplace`` (then ``frame`` must be a writable uint8 RGB array and is modified).
+        ``image`` is RGB uint8 S×S×3, ``mask`` S×S (or S×S×1) in [0, 1]. Only the hull's
+        bounding rectangle is computed. Returns a new frame (in ``config.order``) unless
+        ``inplace``: then ``frame`` must be a writable uint8 H×W×3 array and is modified.
         """
-        out = frame if inplace else to_rgb_uint8(frame).copy()
+        if inplace:
+            if not (isinstance(frame, np.ndarray) and frame.dtype == np.uint8 and frame.ndim == 3
+                    and frame.shape[2] == 3 and frame.flags.writeable):
+                raise DeidError("paste(inplace=True) needs a writable uint8 H×W×3 frame, got "
+                                f"{getattr(frame, 'shape', type(frame))}")
+            out = frame
+        else:
+            out = to_rgb_uint8(frame, name="frame").copy()   # keeps config.order's channels
+        if self.config.order == "bgr":
+            image = np.asarray(image)[..., ::-1]              # blend in the frame's order
+        return self._paste_inplace(out, face, M, image, mask)
+
+    def _paste_inplace(self, out: np.ndarray, face: Face, M: np.ndarray, image: np.ndarray,
+                       mask: np.ndarray) -> np.ndarray:
         S = self.size
         image = np.asarray(image)
         mask = np.asarray(mask, dtype=np.float32)
@@ -456,7 +482,7 @@ class FaceAligner:
         (x, y, w, h), weight = hw
         inv = cv2.invertAffineTransform(np.asarray(M, np.float64))
         inv[:, 2] -= (x, y)                        # map the crop onto the ROI only
-        gen = cv2.warpAffine(image, inv, (w, h), flags=cv2.INTER_LINEAR,
+        gen = cv2.warpAffine(np.ascontiguousarray(image), inv, (w, h), flags=cv2.INTER_LINEAR,
                              borderMode=cv2.BORDER_REPLICATE).astype(np.float32)
         m = cv2.warpAffine(np.clip(mask, 0.0, 1.0), inv, (w, h), flags=cv2.INTER_LINEAR,
                            borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
@@ -477,9 +503,9 @@ class FaceAligner:
         ``n_faces``, ``transforms`` (the 2×3 ``M`` per face) and stage ``times`` (s).
         """
         t0 = time.perf_counter()
-        rgb = to_rgb_uint8(frame, self.config.order, name="frame")
+        rgb = self._rgb(frame)
         if faces is None:
-            faces = self.detect(rgb)
+            faces = self._detect_rgb(rgb)
         t1 = time.perf_counter()
         info: dict[str, Any] = {"faces": faces, "n_faces": len(faces), "transforms": []}
         out = rgb.copy()
@@ -487,12 +513,12 @@ class FaceAligner:
             info["times"] = {"detect": t1 - t0, "warp": 0.0, "net": 0.0, "paste": 0.0}
             return (out[:, :, ::-1].copy() if self.config.order == "bgr" else out), info
         Ms = [self.transform(f.landmarks) for f in faces]
-        crops = np.stack([self.warp(rgb, M) for M in Ms])
+        crops = np.stack([self._warp_rgb(rgb, M) for M in Ms])
         t2 = time.perf_counter()
         images, masks = _check_net_output(net(crops), len(faces), self.size)
         t3 = time.perf_counter()
         for face, M, img, msk in zip(faces, Ms, images, masks):
-            self.paste(out, face, M, img, msk, inplace=True)
+            self._paste_inplace(out, face, M, img, msk)
         t4 = time.perf_counter()
         info["transforms"] = Ms
         info["times"] = {"detect": t1 - t0, "warp": t2 - t1, "net": t3 - t2, "paste": t4 - t3}
@@ -563,7 +589,7 @@ def align_file(src: str | os.PathLike, dst: str | os.PathLike,
             raise DeidError(f"refusing to overwrite the input {src} with output {out}")
     if _same_file(dst, json_path):
         raise DeidError(f"crop and JSON outputs are the same file: {dst}")
-    aligner = FaceAligner(config)
+    aligner = FaceAligner(config, order="rgb")             # read_image gives RGB
     frame = read_image(src)
     faces = aligner.detect(frame)
     if not faces:
@@ -674,7 +700,7 @@ def prepare_faces(src_dir: str | os.PathLike, dst_dir: str | os.PathLike, size: 
         raise DeidError(f"fmt must be 'png' or 'jpg', got {fmt!r}")
     if dst_dir.resolve() == src_dir.resolve() or src_dir.resolve() in dst_dir.resolve().parents:
         raise DeidError(f"the cache {dst_dir} must not be inside the source folder {src_dir}")
-    cfg = dataclasses.replace(config or AlignConfig(), size=size, detector=detector)
+    cfg = dataclasses.replace(config or AlignConfig(), size=size, detector=detector, order="rgb")
     aligner = FaceAligner(cfg)
     meta = {"size": cfg.size, "margin": cfg.margin, "detector": cfg.detector,
             "detect_scale": cfg.detect_scale, "upsample": cfg.upsample,

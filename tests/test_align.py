@@ -300,12 +300,30 @@ def test_face_cut_by_frame_edge(sample_faces, aligner256):
 
 
 def test_bgr_order_matches_rgb(sample_faces):
+    """order="bgr": frames in and out are BGR, crops and the net's images stay RGB."""
     img, face = sample_faces[2]
-    inv = lambda c: (255 - c, np.ones(c.shape[:3], np.float32))  # noqa: E731
-    rgb_out, _ = FaceAligner(size=128).process(img, inv, faces=[face])
-    bgr_out, _ = FaceAligner(size=128, order="bgr").process(img[:, :, ::-1].copy(), inv,
-                                                            faces=[face])
+    bgr = np.ascontiguousarray(img[:, :, ::-1])
+    seen = []
+
+    def net(c):                                                    # red-tinted face, RGB
+        seen.append(c.copy())
+        out = c.copy()
+        out[..., 0] = 255
+        return out, np.ones(c.shape[:3], np.float32)
+
+    rgb_al, bgr_al = FaceAligner(size=128), FaceAligner(size=128, order="bgr")
+    rgb_out, rgb_info = rgb_al.process(img, net)
+    bgr_out, bgr_info = bgr_al.process(bgr, net)                   # detection on BGR input too
+    assert bgr_info["n_faces"] == rgb_info["n_faces"] == 1
+    assert np.allclose(bgr_info["faces"][0].landmarks, rgb_info["faces"][0].landmarks)
+    assert np.array_equal(seen[0], seen[1])                        # the net saw RGB both times
     assert np.array_equal(bgr_out[:, :, ::-1], rgb_out) and not np.array_equal(rgb_out, img)
+    M = rgb_al.transform(face.landmarks)
+    assert np.array_equal(bgr_al.warp(bgr, M), rgb_al.warp(img, M))
+    crop, mask = net(rgb_al.warp(img, M)[None])
+    pasted = bgr_al.paste(bgr, face, M, crop[0], mask[0])
+    assert np.array_equal(pasted[:, :, ::-1], rgb_al.paste(img, face, M, crop[0], mask[0]))
+    assert np.array_equal(bgr, img[:, :, ::-1])                    # input untouched
 
 
 def test_bad_net_output_raises(sample_faces):
