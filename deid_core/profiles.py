@@ -105,6 +105,11 @@ def get_profile(name: str = "smoke", device: str | None = None, data_dir: str | 
             device = "cpu"
     if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
         raise DeidError(f"unknown device '{device}': use cpu or cuda")
+    if device.startswith("cuda"):
+        import torch
+        if not torch.cuda.is_available():
+            raise DeidError(f"--device {device} asked for, but torch sees no CUDA device "
+                            f"(torch {torch.__version__}); use --device cpu")
     if data_dir is not None:
         data_dir = Path(data_dir).expanduser().resolve()
         if not data_dir.is_dir():
