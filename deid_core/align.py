@@ -249,6 +249,15 @@ class Face:
     landmarks: np.ndarray  # (68, 2) float32, frame pixels
     score: float = 1.0
 
+    def __post_init__(self) -> None:
+        self.box = np.asarray(self.box, dtype=np.float32).reshape(-1)
+        self.landmarks = np.asarray(self.landmarks, dtype=np.float32)
+        if self.box.shape != (4,) or self.landmarks.shape != (68, 2):
+            raise DeidError(f"Face needs a (4,) box and (68, 2) landmarks, got "
+                            f"{self.box.shape} and {self.landmarks.shape}")
+        if not (np.isfinite(self.box).all() and np.isfinite(self.landmarks).all()):
+            raise DeidError("Face box/landmarks contain NaN or inf")
+
     def to_json(self) -> dict:
         return {"box": [round(float(v), 2) for v in self.box],
                 "landmarks": np.round(self.landmarks.astype(np.float64), 2).tolist(),
@@ -257,7 +266,12 @@ class Face:
 
 @dataclass
 class AlignConfig:
-    """Settings of :class:`FaceAligner` (paper §3 a–d, f–h)."""
+    """Settings of :class:`FaceAligner` (paper §3 a–d, f–h).
+
+    dlib's HOG detector finds faces of about 80 px and up; each ``upsample`` halves that,
+    ``detect_scale`` multiplies it by ``1 / detect_scale``: the smallest face found is about
+    ``80 / detect_scale / 2**upsample`` frame pixels (0.5 → 160 px at upsample 0).
+    """
     size: int = 128               # crop side (the model's resolution: 128 or 256)
     margin: float = DEFAULT_MARGIN  # crop margin around the template's landmark box, per side
     detector: str = "hog"         # "hog" (dlib frontal), "cnn" (dlib mmod), "mtcnn" (facenet-pytorch)
