@@ -128,6 +128,30 @@ def _add_live(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _add_prepare(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("prepare", help="align every face image of a folder into a training "
+                                       "face cache (crops + index.jsonl; resumable)")
+    p.add_argument("src", help="image folder: one sub-folder per person, or flat (stem = person)")
+    p.add_argument("dst", help="cache folder (created; an existing cache is resumed)")
+    p.add_argument("--size", type=int, default=128, help="crop side in pixels (128 or 256)")
+    p.add_argument("--detector", default="hog", choices=["hog", "cnn", "mtcnn"])
+    p.add_argument("--upsample", type=int, default=0, help="dlib detector upsampling (small faces)")
+    p.add_argument("--format", default="png", choices=["png", "jpg"], help="crop file format")
+    p.add_argument("--limit", type=int, default=None, help="only the first N images (sorted)")
+
+    def run(args: argparse.Namespace) -> int:
+        from deid_core.align import AlignConfig, prepare_faces
+        s = prepare_faces(args.src, args.dst, size=args.size, detector=args.detector,
+                          config=AlignConfig(upsample=args.upsample), fmt=args.format,
+                          limit=args.limit)
+        d = s.to_json()
+        d["skipped"] = [x["source"] for x in d["skipped"]][:20]
+        print(json.dumps(d, indent=1))
+        return 0
+
+    p.set_defaults(func=run)
+
+
 def _add_embed(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("embed", help="detect every face in an image and print its identity "
                                      "embedding (JSON list: box, score, embedding)")
@@ -148,7 +172,7 @@ def _add_embed(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-COMMANDS = [_add_info, _add_align, _add_video, _add_live, _add_embed]
+COMMANDS = [_add_info, _add_align, _add_video, _add_live, _add_prepare, _add_embed]
 
 
 def build_parser() -> argparse.ArgumentParser:
