@@ -34,6 +34,11 @@ H×W or H×W×1 is replicated to 3 channels; 4-channel RGBA/BGRA drops the alpha
 stored colour values are kept, no compositing); anything else (float, uint16, bool, other
 shapes) raises :class:`DeidError` naming the shape and dtype.
 
+Command line: ``deid align IN OUT`` (one aligned crop + landmarks JSON, :func:`align_file`),
+``deid prepare SRC DST`` (a face cache, :func:`prepare_faces`). Figures/timings:
+``scripts/figure_align.py``, ``benchmarks/bench_align.py``; the template:
+``scripts/derive_template.py``.
+
 Face cache written by :func:`prepare_faces` (read by the training datasets)::
 
     dst_dir/meta.json       {"size", "margin", "detector", "detect_scale", "upsample",

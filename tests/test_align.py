@@ -325,6 +325,19 @@ def test_bgr_order_matches_rgb(sample_faces):
     assert np.array_equal(bgr, img[:, :, ::-1])                    # input untouched
 
 
+def test_grayscale_and_rgba_frames(sample_faces, aligner256):
+    img, face = sample_faces[4]
+    gray = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)
+    out, info = aligner256.process(gray, passthrough_net)
+    assert info["n_faces"] == 1 and out.shape == img.shape              # replicated to 3 channels
+    inside = hull_inside(info["faces"][0].landmarks, img.shape)
+    assert np.array_equal(out[~inside], np.repeat(gray[:, :, None], 3, 2)[~inside])
+    rgba = np.dstack([img, np.zeros(img.shape[:2], np.uint8)])          # alpha dropped, not used
+    out, info = aligner256.process(rgba, passthrough_net, faces=[face])
+    assert out.shape == img.shape and np.array_equal(out[~hull_inside(face.landmarks, img.shape)],
+                                                     img[~hull_inside(face.landmarks, img.shape)])
+
+
 def test_bad_net_output_raises(sample_faces):
     img, face = sample_faces[0]
     al = FaceAligner(size=128)
