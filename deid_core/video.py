@@ -1036,10 +1036,15 @@ def run_live(source: int | str, aligner: Any, net: NetFn | NetProvider,
     ema = None
     last = None
     latencies: list[float] = []
+    interrupted = False
     try:
         src.start()
         while True:
-            item = src.q.get()
+            try:
+                item = src.q.get()
+            except KeyboardInterrupt:           # Ctrl-C ends a live session normally
+                interrupted = True
+                break
             if item is _END:
                 break
             idx, t_cap, rgb = item
@@ -1071,7 +1076,7 @@ def run_live(source: int | str, aligner: Any, net: NetFn | NetProvider,
         wall = time.perf_counter() - t_start
         summary = summarize(infos, dict(proc.times), wall, {
             "source": str(source), "source_fps": src.fps, "captured": src.captured,
-            "dropped": src.dropped, "realtime": realtime, "output": str(out_path) if out_path else None,
+            "dropped": src.dropped, "realtime": realtime, "interrupted": interrupted, "output": str(out_path) if out_path else None,
             "latency_ms_mean": round(1000 * float(np.mean(latencies)), 1) if latencies else None,
             "config": dataclasses.asdict(cfg),
         })
