@@ -71,12 +71,14 @@ def blur_transform(sigma_rel: float) -> Callable[[np.ndarray, np.ndarray], np.nd
     """Blur with σ relative to the inter-ocular distance (so one setting fits any image size)."""
     def fn(image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
         return blur_face(image, landmarks, sigma_rel * float(metrics.inter_ocular(landmarks)))
+    fn.cache_tag = f"blur-s{sigma_rel:.4f}"  # type: ignore[attr-defined]
     return fn
 
 
 def pixelate_transform(blocks: int = 8) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
     def fn(image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
         return pixelate_face(image, landmarks, blocks)
+    fn.cache_tag = f"pixelate-b{blocks}"  # type: ignore[attr-defined]
     return fn
 
 

@@ -23,10 +23,13 @@ from deid_core.evaluate.faces import Dataset, load_rgb
 ImageTransform = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 
-def as_transform(fn: Callable[[np.ndarray], np.ndarray]) -> ImageTransform:
-    """Wrap a plain ``deidentify(image) -> image`` callable as an :data:`ImageTransform`."""
+def as_transform(fn: Callable[[np.ndarray], np.ndarray], cache_tag: str | None = None) -> ImageTransform:
+    """Wrap a plain ``deidentify(image) -> image`` callable as an :data:`ImageTransform`
+    (``cache_tag``: a name unique to this model/setting, or None to use the condition name)."""
     def t(image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
         return fn(image)
+    if cache_tag:
+        t.cache_tag = cache_tag  # type: ignore[attr-defined]
     return t
 
 
@@ -59,9 +62,11 @@ def embed_files(net, ds: Dataset, landmarks: np.ndarray, indices: Sequence[int],
     """Embeddings (N×D float32) of ``ds`` files ``indices`` by evaluator ``net``.
 
     ``landmarks``: (len(ds.files), 68, 2), e.g. from :func:`faces.dataset_landmarks`.
-    ``tag`` names the transform in the cache (different transforms must use different tags).
+    ``tag`` names the transform in the cache (different transforms must use different tags); a
+    transform's own ``cache_tag`` attribute (set by the baselines, with their parameters) wins.
     """
     from tqdm import tqdm
+    tag = getattr(transform, "cache_tag", tag)
     if transform is not None and tag == "original":
         raise DeidError("a transform needs its own cache tag (tag='original' is the unmodified images)")
     indices = [int(i) for i in indices]

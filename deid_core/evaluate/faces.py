@@ -88,24 +88,41 @@ class LandmarkDetector:
         return np.asarray(faces[0].landmarks, np.float32)  # detect() sorts largest first
 
 
+def _root_key(root: Path, tag: str) -> str:
+    return f"{tag}-{root.name}-{hashlib.sha1(str(root.resolve()).encode()).hexdigest()[:8]}"
+
+
 def _cache_key(root: Path, files: Sequence[str], tag: str) -> str:
-    h = hashlib.sha1(str(root.resolve()).encode())
+    h = hashlib.sha1()
     for f in files:
-        h.update(f.encode())
-    return f"{tag}-{root.name}-{h.hexdigest()[:12]}"
+        h.update(f.encode() + b"\n")
+    return f"{_root_key(root, tag)}-{h.hexdigest()[:12]}"
+
+
+def _from_superset(folder: Path, root: Path, files: Sequence[str]):
+    """Landmarks for ``files`` from any cached pass over the same root that contains them all."""
+    for cand in sorted(folder.glob(f"{_root_key(root, 'lm68')}-*.npz")):
+        z = np.load(cand)
+        pos = {str(f): i for i, f in enumerate(z["files"])}
+        if all(f in pos for f in files):
+            sel = np.array([pos[f] for f in files], np.int64)
+            return z["landmarks"][sel], z["detected"][sel]
+    return None
 
 
 def dataset_landmarks(ds: Dataset, indices: Sequence[int] | None = None,
                       detector: Callable[[np.ndarray], np.ndarray | None] | None = None,
                       cache: bool = True, progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """(N,68,2) landmarks and (N,) detected flags for ``ds`` files (``indices`` subset), cached."""
+    """(N,68,2) landmarks and (N,) detected flags for ``ds`` files (``indices`` subset), cached
+    (a cached pass over a superset of the files, e.g. the whole folder, is reused)."""
     from tqdm import tqdm
     idx = list(range(len(ds.files))) if indices is None else list(indices)
     files = [ds.files[i] for i in idx]
     path = paths.cache_dir() / "eval" / f"{_cache_key(ds.root, files, 'lm68')}.npz"
-    if cache and path.is_file():
-        z = np.load(path)
-        return z["landmarks"], z["detected"]
+    if cache:
+        hit = _from_superset(path.parent, ds.root, files)
+        if hit is not None:
+            return hit
     detector = detector or LandmarkDetector()
     lms = np.zeros((len(idx), 68, 2), np.float32)
     det = np.zeros(len(idx), bool)

@@ -153,18 +153,12 @@ def lfw_verification(net, pairs: Pairs, root: str | os.PathLike, landmarks_fn=No
     from deid_core.evaluate.embed import embed_files
     from deid_core.evaluate.faces import dataset_landmarks
     ds, ia, ib = pairs_dataset(pairs, root)
-    full = scan_folder_dataset(ds.root)           # cache landmarks over the whole folder once
-    pos = {f: i for i, f in enumerate(full.files)}
-    sel = [pos[f] for f in ds.files]
-    lm_all, det_all = (landmarks_fn or (lambda d: dataset_landmarks(d, progress=progress)))(full)
-    emb = embed_files(net, full, lm_all, sel, progress=progress)
-    sel_a = [sel[i] for i in ia]
-    sel_b = [sel[i] for i in ib]
+    lm, det = (landmarks_fn or (lambda d: dataset_landmarks(d, progress=progress)))(ds)
+    emb = embed_files(net, ds, lm, range(len(ds.files)), progress=progress)
     ea = emb[ia]
     out = {"original": verify(verification_scores(ea, emb[ib]), pairs, far)}
-    out["original"]["face_detected"] = float(det_all[sel].mean())
+    out["original"]["face_detected"] = float(det.mean())
     for name, fn in (transforms or {}).items():
-        eb = embed_files(net, full, lm_all, sel_b, transform=fn, tag=name, progress=progress)
+        eb = embed_files(net, ds, lm, ib, transform=fn, tag=name, progress=progress)
         out[name] = verify(verification_scores(ea, eb), pairs, far)
-    del sel_a
     return out

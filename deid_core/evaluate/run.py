@@ -43,6 +43,7 @@ def deid_transform(checkpoint: str | os.PathLike, target: str | os.PathLike | No
     from deid_core.align import Face
     from deid_core.evaluate.faces import load_rgb
     deid = Deidentifier.from_checkpoint(checkpoint, device)
+    st = Path(checkpoint).stat()
     fixed = deid.embed_target(load_rgb(target)) if target else None
 
     def fn(image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
@@ -52,6 +53,8 @@ def deid_transform(checkpoint: str | os.PathLike, target: str | os.PathLike | No
         net = deid.net_fn(emb, lam)
         out, _ = deid.aligner.process(image, net, faces=[face]) if hasattr(deid, "aligner") else deid(image, emb, lam)
         return out
+    fn.cache_tag = (f"deid-{Path(checkpoint).stem}-{int(st.st_mtime)}-{st.st_size}-lam{lam}"  # type: ignore[attr-defined]
+                    f"-t{Path(target).stem if target else 'self'}")
     return fn
 
 
