@@ -475,3 +475,31 @@ def test_odd_size_and_4k_frames(portraits, tmp_path):
                            constant_net, V.VideoConfig(progress=False))
     f = _stream_facts(tmp_path / "uhd_out.mp4")
     assert f["size"] == (3840, 2160) and f["frames"] == 2 and s["frames_with_faces"] == 2
+
+
+def test_pcm_audio_is_reencoded_to_aac(tmp_path):
+    """Audio mp4 cannot hold (PCM from .mov/.avi) is re-encoded to AAC, same duration."""
+    n, fps, rate = 25, 25, 16000
+    src = tmp_path / "pcm.mov"
+    with av.open(str(src), "w") as out:
+        vs = out.add_stream("libx264", rate=fps)
+        vs.width, vs.height, vs.pix_fmt = 160, 120, "yuv420p"
+        as_ = out.add_stream("pcm_s16le", rate=rate, layout="mono")
+        t = np.arange(rate) / rate
+        pcm = (0.3 * np.sin(2 * np.pi * 440 * t) * 32767).astype(np.int16)[None]
+        af = av.AudioFrame.from_ndarray(pcm, format="s16", layout="mono")
+        af.sample_rate, af.pts = rate, 0
+        for pkt in as_.encode(af):
+            out.mux(pkt)
+        for i in range(n):
+            f = np.full((120, 160, 3), 10 * i % 255, np.uint8)
+            for pkt in vs.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+                out.mux(pkt)
+        for pkt in list(vs.encode()) + list(as_.encode()):
+            out.mux(pkt)
+    with pytest.warns(UserWarning, match="no face"):
+        s = V.deidentify_video(src, tmp_path / "o.mp4", CachedAligner(), passthrough_net,
+                               V.VideoConfig(progress=False))
+    f = _stream_facts(tmp_path / "o.mp4")
+    assert s["audio"]["mode"] == "aac" and f["audio"] == "aac" and f["frames"] == n
+    assert abs(f["audio_duration"] - 1.0) <= 1 / fps + 1024 / rate
