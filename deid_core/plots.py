@@ -15,7 +15,9 @@ def image_grid(images: Sequence[np.ndarray], titles: Sequence[str] | None = None
     n = len(images)
     ncols = max(1, min(ncols, n))
     nrows = max(1, -(-n // ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows), squeeze=False)
+    aspect = images[0].shape[0] / images[0].shape[1] if n else 1.0
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, (size * aspect + 0.25) * nrows),
+                             squeeze=False)
     for k, ax in enumerate(axes.flat):
         ax.axis("off")
         if k >= n:
