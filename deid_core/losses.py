@@ -165,25 +165,39 @@ class PerceptualLoss:
     ``crop_to_chip_tensor`` and ``crop_landmarks`` (68×2, crop pixels) are given, the aligned
     crops are first mapped to the network's own chip (differentiably).
 
-    Layer mapping (automatic when the config leaves it None): the paper's 112², 56², 28² maps
-    (VGGFace2 ResNet-50 at 224 px) become the three highest-resolution maps of the network
-    (dlib ResNet-29 port at 150 px: ≈72², 35², 17²); the 7² map becomes the map whose side
-    is closest to 7 among the rest (dlib: ≈8²); 1×1 is the descriptor (dlib: 128-d).
+    Layer mapping: the paper's 112², 56², 28², 7² maps and 1×1 descriptor (VGGFace2
+    ResNet-50 at 224 px) are taken from the network's documented ``PAPER_LAYERS`` when it
+    has one — dlib ResNet-29 port at 150 px: a72 (32×72²), a35 (32×35²), a17 (64×17²),
+    a4 (256×4², same downsampling factor 32 as 7² at 224 px) and the 128-d descriptor.
+    Otherwise (e.g. test fakes) automatic: the three highest-resolution maps, then the map
+    whose side is closest to 7 among the rest, then the descriptor.
     """
 
     def __init__(self, identity, cfg: LossConfig | None = None, crop_landmarks=None):
         self.identity = identity
         self.cfg = cfg or LossConfig()
-        params = list(identity.parameters()) if hasattr(identity, "parameters") else []
+        module = identity if hasattr(identity, "parameters") else getattr(identity, "net", None)
+        params = list(module.parameters()) if module is not None else []
         if any(p.requires_grad for p in params):
             raise DeidError("the identity network of the perceptual loss must be frozen "
                             "(requires_grad False)")
-        if getattr(identity, "training", False):
+        if getattr(module, "training", False):
             raise DeidError("the identity network of the perceptual loss must be in eval mode")
         self.crop_landmarks = crop_landmarks
-        self.source_layers = self.cfg.source_layers
-        self.target_layer = self.cfg.target_layer
+        paper = self.paper_layers(identity)
+        self.source_layers = self.cfg.source_layers or (
+            (paper[112], paper[56], paper[28]) if paper else None)
+        self.target_layer = self.cfg.target_layer or (paper[7] if paper else None)
         self.descriptor = self.cfg.descriptor
+
+    @staticmethod
+    def paper_layers(identity) -> dict[int, str] | None:
+        """The network's own documented mapping {112, 56, 28, 7, 1: key}, if it has one
+        (dlib port: a72, a35, a17, a4, descriptor — matched by downsampling factor)."""
+        layers = getattr(identity, "paper_layers", None)
+        if layers is None and getattr(identity, "name", None) == "dlib":
+            from deid_core.identity.dlib_resnet import PAPER_LAYERS as layers
+        return dict(layers) if layers else None
 
     def features(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         if self.crop_landmarks is not None and hasattr(self.identity, "crop_to_chip_tensor"):

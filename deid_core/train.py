@@ -377,10 +377,13 @@ class Trainer:
         path = Path(path)
         if not path.is_file():
             raise DeidError(f"no checkpoint to resume from at {path}")
-        ck = torch.load(path, map_location="cpu", weights_only=False)
+        self.load_state_dict(torch.load(path, map_location="cpu", weights_only=False), str(path))
+
+    def load_state_dict(self, ck: dict, where: str = "state") -> None:
+        """Restore networks, optimizers, step, λ and RNG states from :meth:`state_dict`."""
         saved = ModelConfig.from_dict(ck["config"]["model"])
         if saved != self.mcfg:
-            raise DeidError(f"{path} was trained with another model config ({saved.name}); "
+            raise DeidError(f"{where} was trained with another model config ({saved.name}); "
                             f"cannot resume as {self.mcfg.name}")
         self.G.load_state_dict(ck["generator"])
         if self.D is not None and ck.get("discriminator") is not None:

@@ -164,3 +164,53 @@ def test_ddp_gloo_two_processes_via_torchrun(tmp_path):
     p0, p1 = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")
     assert torch.equal(p0, p1)            # gradients all-reduced: replicas stay identical
     assert (tmp_path / "run" / "checkpoint.pt").is_file()
+
+
+@pytest.mark.slow
+def test_overfit_eight_nasa_faces_and_lambda_direction(portraits):
+    """compact-128 on 8 aligned NASA faces with the real dlib loss network, on CPU (≤ 3 min).
+
+    Test-only settings to fit the CPU budget: lr 2e-3 (paper: 1e-4), batch 4, 60 + 12 steps.
+    (1) λ = 0: reconstruction L1 on the undistorted faces falls by ≥ 50%;
+    (2) from the same state, 12 more steps with λ > 0 vs λ = 0 (same data, same random
+        draws): the λ > 0 outputs are further from the source in dlib descriptor distance.
+    """
+    import copy
+    from deid_core.align import AlignConfig, FaceAligner
+    from deid_core.identity import load_identity_network
+    aligner = FaceAligner(AlignConfig(size=128))
+    crops = []
+    for img in portraits[:8]:
+        face = aligner.detect(img)[0]
+        crops.append(aligner.warp(img, aligner.transform(face.landmarks)))
+    faces = InMemoryFaces(crops)
+    x = faces.data
+    identity = load_identity_network("dlib")
+
+    def cfg(lam):
+        return TrainConfig(preset="compact-128", out="unused", batch=4, lr=2e-3, threads=1,
+                           steps=1000, lam_schedule=[(0, lam)], seed=0)
+
+    def measure(t):
+        with torch.no_grad():
+            e, _ = t.embed(x)
+            z, _ = t.G(x, e)
+            return (z - x).abs().mean().item(), (t.perceptual.embed(z) - e).norm(dim=1).mean().item()
+
+    sampler = StepBatchSampler(8, 4, seed=0)
+    t = Trainer(cfg(0.0), dataset=faces, identity=identity)
+    r0, _ = measure(t)
+    for i in range(60):
+        t.train_step(x[sampler.global_batch(i)])
+    state = copy.deepcopy(t.state_dict())
+    results = {}
+    for lam in (0.0, 2e-5):
+        tb = Trainer(cfg(lam), dataset=faces, identity=identity)
+        tb.load_state_dict(copy.deepcopy(state))
+        for i in range(60, 72):
+            tb.train_step(x[sampler.global_batch(i)])
+        results[lam] = measure(tb)
+    print(f"recon L1 {r0:.4f} -> {results[0.0][0]:.4f}; descriptor distance to source: "
+          f"λ=0 {results[0.0][1]:.3f}, λ=2e-5 {results[2e-5][1]:.3f}")
+    assert results[0.0][0] <= 0.5 * r0
+    assert results[2e-5][1] > results[0.0][1] + 0.1
