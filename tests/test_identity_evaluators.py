@@ -37,7 +37,7 @@ def sface():
 
 def test_facenet_parity_with_cv2(facenet, portraits, landmarks):
     """PyTorch InceptionResnetV1 with the mapped graph weights vs cv2.dnn on the same chips ≤ 1e-4."""
-    from deid_core.identity.facenet import cv2_reference_net, prewhiten
+    from deid_core.identity.facenet import cv2_reference_net
     ref_net = cv2_reference_net()
     chips = np.stack([facenet.chip(img, lm) for img, lm in zip(portraits[:5], landmarks[:5])])
     assert chips.shape == (5, 160, 160, 3)
@@ -45,7 +45,7 @@ def test_facenet_parity_with_cv2(facenet, portraits, landmarks):
     assert ours.shape == (5, 512) and ours.dtype == np.float32
     assert np.allclose(np.linalg.norm(ours, axis=1), 1.0, atol=1e-5)
     for chip, emb in zip(chips, ours):
-        x = prewhiten(torch.from_numpy(chip).permute(2, 0, 1)[None].float()).numpy()
+        x = facenet._standardise(torch.from_numpy(chip).permute(2, 0, 1)[None].float()).numpy()
         ref_net.setInput(x)
         ref = ref_net.forward()[0]
         assert np.abs(ref - emb).max() <= 1e-4
