@@ -150,7 +150,7 @@ def notebook_parameters(notebook: str, profile: Profile, results_dir: str | Path
                                    "n_identities": profile.n_eval_identities,
                                    "lfw_pairs": profile.lfw_pairs},
         "04_user_study": {"checkpoint": profile.checkpoint, "lam": profile.demo_lam,
-                          "n_persons": profile.study_persons},
+                          "n_persons": profile.study_persons, "evaluator": "sface"},
         "05_video_demo": {"checkpoint": profile.checkpoint, "lam": profile.demo_lam,
                           "clip": profile.clip, "max_frames": profile.max_frames},
     }[notebook]

@@ -577,6 +577,123 @@ def nb_03() -> list:
     ]
 
 
+def nb_04() -> list:
+    return [
+        md("""
+        # 04 · User study kit (Table 2)
+
+        The paper asked people two questions. (a) Video: shown single clips, is this a real
+        video or a modified one? 20 observers, 8 videos: 53.6 % success (SD 13.0 %), close to
+        the 50 % of chance. (b–d) Still images: five persons of similar appearance, a gallery
+        ("album") row, then input images and their de-identified versions in random order;
+        the observers pick the gallery person. The originals are recognised (confusion matrix
+        2c is diagonal), the de-identified images are not (2d).
+
+        This notebook builds that material with `deid_core.evaluate.user_study` (sheets as
+        HTML/PNG, the answer key in its own folder), scores a responses CSV into Table 2a and
+        the two confusion matrices, and — so the chain runs without people — fills the
+        responses with an **automatic observer** (an independent recogniser for the
+        identification task; face-region flicker for the video task). The committed example
+        responses (`data/user_study/`, invented, marked EXAMPLE) show the schema.
+        """),
+        params("04_user_study"),
+        code(SETUP),
+        code(CHECKPOINT),
+        md("""
+        ## Still-image identification material (Table 2b)
+        Album images: the in-flight photo where the sample has one (Andrew Morgan, Eileen
+        Collins), otherwise — a smoke stand-in — the mirrored portrait. Inputs: the portraits.
+        De-ID: the portraits through the model, each its own target.
+        """),
+        code("""
+        from deid_core.align import AlignConfig, FaceAligner, align_face, read_image
+        from deid_core.evaluate import user_study as us
+        from deid_core.evaluate.run import load_evaluators
+        from deid_core.inference import Deidentifier
+        deid = Deidentifier.from_checkpoint(ckpt, device)
+        show = FaceAligner(AlignConfig(size=256))          # loose face crops for the sheets
+        inflight = {"Andrew_Morgan": "Andrew_Morgan_inflight.jpg", "Eileen_Collins": "Eileen_Collins_inflight.png"}
+        others = [p.stem for p in sorted((sample / "portraits").glob("*.jpg")) if p.stem not in inflight]
+        persons = (list(inflight) + others)[:n_persons]
+
+        def crop(image):
+            face = show.detect(image)[0]
+            return align_face(image, show, face)["crop"]
+
+        gallery, inputs, deids, album = {}, {}, {}, {}
+        for name in persons:
+            portrait = read_image(sample / "portraits" / f"{name}.jpg")
+            if name in inflight:
+                gallery[name], album[name] = crop(read_image(sample / "inflight" / inflight[name])), "in-flight photo"
+            else:
+                gallery[name], album[name] = crop(portrait)[:, ::-1].copy(), "mirrored portrait (stand-in)"
+            out, _ = deid(portrait, deid.embed_target(portrait), lam=lam)
+            inputs[name], deids[name] = crop(portrait), crop(out)
+        study = results / "user_study"
+        ident = us.make_identification_sheet(gallery, inputs, deids, study / "identify", seed=seed)
+        print({k: str(v) for k, v in ident.items()})
+        from IPython.display import Image
+        Image(filename=str(ident["png"]))
+        """),
+        md("""
+        ## Video material (Table 2a)
+        Real clips and de-identified clips in random order (`trials.html`); here the embedded
+        clip and its de-identified version (first seconds).
+        """),
+        code("""
+        from deid_core.video import VideoConfig, build_pipeline, deidentify_video
+        clip = sample / "clip" / "nasa_clip.mp4"
+        aligner, net = build_pipeline(ckpt, target=None, lam=lam, device=device)
+        mod = study / "clips" / "nasa_clip_deid.mp4"
+        mod.parent.mkdir(parents=True, exist_ok=True)
+        deidentify_video(clip, mod, aligner, net, VideoConfig(max_frames=40, progress=False), overwrite=True)
+        video_trials, video_key = us.make_video_trials([clip], [mod], study / "video", seed=seed)
+        print(video_trials, video_key)
+        """),
+        md("""
+        ## Responses → Table 2a and confusion matrices 2c, 2d
+        First the automatic observer (SFace; never the loss network), then the example
+        responses that ship with the kit. Real studies: collect `responses.csv`
+        (`observer, task, trial_id, answer`) and call `us.score_study(responses, key)`.
+        """),
+        code("""
+        import pandas as pd
+        observer_net = load_evaluators([evaluator], device=device)[0]
+        auto_id = us.automatic_observer(ident["trials"], net=observer_net)
+        auto_id.to_csv(study / "identify" / "responses_auto.csv", index=False)
+        auto_video = us.automatic_observer(video_trials)
+        auto_video.to_csv(study / "video" / "responses_auto.csv", index=False)
+        s_id = us.score_study(study / "identify" / "responses_auto.csv", ident["key"],
+                              name="table2_auto", label=f"automatic observer ({observer_net.name})")
+        s_video = us.score_study(study / "video" / "responses_auto.csv", video_key,
+                                 name="table2_auto", label="automatic observer (flicker)")
+        print("identification accuracy: original", s_id.get("accuracy_original"),
+              "de-ID", s_id.get("accuracy_deid"))
+        display(s_id["confusion_original"], s_id["confusion_deid"])
+        """),
+        code("""
+        example = us.score_study(paths.REPO_ROOT / "data" / "user_study" / "example_responses.csv",
+                                 paths.REPO_ROOT / "data" / "user_study" / "example_answer_key.csv",
+                                 name="table2_example", label="EXAMPLE: invented answers")
+        print("example video success: %.1f ± %.1f %%" % (example["video"]["mean"], example["video"]["sd"]))
+        for f in ["table2_auto_confusion_original", "table2_auto_confusion_deid"]:
+            display(Image(filename=str(results / "figures" / f"{f}.png")))
+        """),
+        code("""
+        report.save_results("04_user_study", {
+            "persons": persons, "album": album,
+            "auto_accuracy_original": s_id.get("accuracy_original"),
+            "auto_accuracy_deid": s_id.get("accuracy_deid"),
+            "auto_video_success": s_video["video"]["mean"] if "video" in s_video else None,
+            "example_video_success": example["video"]["mean"],
+            "example_video_sd": example["video"]["sd"],
+            "confusion_deid": s_id["confusion_deid"].values.tolist(),
+            "confusion_original": s_id["confusion_original"].values.tolist(),
+        }, results)
+        """),
+    ]
+
+
 def _stub(name: str, title: str):
     def build() -> list:
         return [md(f"# {title}\n\n(being written)"), params(name), code(SETUP),
@@ -589,7 +706,7 @@ NOTEBOOK_BUILDERS = {
     "01_train": nb_01,
     "02_lambda_sweep": nb_02,
     "03_identity_evaluation": nb_03,
-    "04_user_study": _stub("04_user_study", "04 · User study (Table 2)"),
+    "04_user_study": nb_04,
     "05_video_demo": nb_05,
 }
 
