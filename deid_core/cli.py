@@ -172,7 +172,86 @@ def _add_embed(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-COMMANDS = [_add_info, _add_align, _add_video, _add_live, _add_prepare, _add_embed]
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train the generator/discriminator (paper §3.2, §4) on "
+                                     "prepared face caches; multi-GPU: torchrun -m deid_core.cli train")
+    p.add_argument("--preset", default="compact-128",
+                   help="paper-128, paper-256, compact-128 (append -lamcond for the λ-conditioned variant)")
+    p.add_argument("--data", nargs="+", required=True, help="face cache folder(s) from `deid prepare`")
+    p.add_argument("--out", required=True, help="run folder (checkpoint.pt, losses.csv, samples/)")
+    p.add_argument("--steps", type=int, default=None, help="iterations (default: 230k / 80k as in §4)")
+    p.add_argument("--batch", type=int, default=None, help="global batch (default 32 / 64, §4)")
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--lam", nargs="+", default=None, metavar="STEP:LAM or LAM",
+                   help="λ schedule as ITER:λ pairs (e.g. 0:1e-7 1000:2e-6) or one fixed λ; for a "
+                        "-lamcond preset two values LO HI = the λ range sampled per example")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:K")
+    p.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "off"])
+    p.add_argument("--identity", default="dlib", help="loss network (dlib; none = no perceptual loss)")
+    p.add_argument("--ckpt-every", type=int, default=1000)
+    p.add_argument("--sample-every", type=int, default=500)
+    p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-progress", action="store_true")
+
+    def run(args: argparse.Namespace) -> int:
+        from deid_core.model import ModelConfig
+        from deid_core.train import TrainConfig, train
+        size = ModelConfig.preset(args.preset).size
+        lam_cond = ModelConfig.preset(args.preset).lam_cond
+        kw = {}
+        if args.lam:
+            try:
+                if lam_cond:
+                    if len(args.lam) != 2:
+                        raise ValueError("give LO HI")
+                    kw["lam_range"] = (float(args.lam[0]), float(args.lam[1]))
+                elif len(args.lam) == 1 and ":" not in args.lam[0]:
+                    kw["lam_schedule"] = [(0, float(args.lam[0]))]
+                else:
+                    kw["lam_schedule"] = [(int(a), float(b)) for a, b in
+                                          (item.split(":") for item in args.lam)]
+            except ValueError as exc:
+                raise DeidError(f"bad --lam {args.lam}: {exc}") from exc
+        steps = args.steps or (80_000 if size >= 256 else 230_000)
+        cfg = TrainConfig(preset=args.preset, data=list(args.data), out=args.out, steps=steps,
+                          batch=args.batch, lr=args.lr, identity=args.identity,
+                          device=args.device, amp=args.amp, ckpt_every=args.ckpt_every,
+                          sample_every=args.sample_every, workers=args.workers,
+                          threads=args.threads, seed=args.seed, **kw)
+        t = train(cfg, resume=args.resume, progress=not args.no_progress)
+        if t.rank == 0:
+            last = t.history[-1] if t.history else {}
+            print(json.dumps({"out": args.out, "step": t.step, "seconds": round(t.seconds, 1),
+                              "last": {k: round(v, 5) for k, v in last.items() if k != "step"}}))
+        return 0
+
+    p.set_defaults(func=run)
+
+
+def _add_image(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("image", help="de-identify every face of one image (paper §3 a-h)")
+    p.add_argument("input", help="image file")
+    p.add_argument("output", help="output image (never the input)")
+    p.add_argument("--checkpoint", required=True, help="trained generator (.pt)")
+    p.add_argument("--target", default=None,
+                   help="photo of the person (exactly one face); default: each face is its own target")
+    p.add_argument("--lam", type=float, default=None, help="λ for a λ-conditioned checkpoint")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing OUTPUT")
+
+    def run(args: argparse.Namespace) -> int:
+        from deid_core.inference import deidentify_image
+        print(json.dumps(deidentify_image(args.input, args.output, args.checkpoint, args.target,
+                                          args.lam, args.device, args.overwrite)))
+        return 0
+
+    p.set_defaults(func=run)
+
+
+COMMANDS = [_add_info, _add_align, _add_video, _add_live, _add_prepare, _add_embed, _add_train, _add_image]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -25,7 +25,7 @@ def to_tensor(img: np.ndarray) -> torch.Tensor:
             and img.shape[2] == 3):
         raise DeidError(f"expected a uint8 H×W×3 RGB image, got "
                         f"{getattr(img, 'shape', None)} {getattr(img, 'dtype', type(img))}")
-    return torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float() / 127.5 - 1
+    return torch.from_numpy(np.array(img, copy=True)).permute(2, 0, 1).float() / 127.5 - 1
 
 
 def to_uint8(x: torch.Tensor) -> np.ndarray:

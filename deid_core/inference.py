@@ -1,0 +1,202 @@
+"""Test-time de-identification (§3, "test time" steps a–h) with a trained generator.
+
+:class:`Deidentifier` = checkpoint (generator + config) + frozen identity network + face
+aligner + device. ``embed_target(image)`` gives the target's descriptor (the same way as in
+training: aligned crop → differentiable dlib chip → descriptor); ``net_fn(emb, λ)`` is the
+callable for :meth:`deid_core.align.FaceAligner.process` (step e); ``__call__`` runs the whole
+pipeline on one frame.
+
+λ: a λ-conditioned checkpoint (issue 9) takes any λ ≥ 0 at call time (``None``: the λ it
+was saved with, default 2e-6); a fixed-λ checkpoint ignores ``lam`` (``info["lam"]`` tells
+which λ it was trained with).
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from deid_core.errors import DeidError
+from deid_core.model import Generator, ModelConfig
+
+DEFAULT_LAM = 2e-6
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict:
+    """Read a ``.pt`` checkpoint on the CPU (full training checkpoints or fp16 weights-only)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DeidError(f"checkpoint not found: {path}")
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:
+        try:   # full training checkpoints also hold numpy RNG states
+            ck = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as exc:
+            raise DeidError(f"cannot read checkpoint {path}: {exc}") from exc
+    if not isinstance(ck, dict) or "generator" not in ck or "config" not in ck:
+        raise DeidError(f"{path} is not a deid checkpoint (needs 'config' and 'generator')")
+    return ck
+
+
+def export_weights(src: str | os.PathLike, dst: str | os.PathLike, half: bool = True) -> Path:
+    """Weights-only copy of a training checkpoint (generator + config + λ state), fp16 by default."""
+    from deid_core.train import atomic_save
+    ck = load_checkpoint(src)
+    gen = {k: (v.half() if half and v.is_floating_point() else v) for k, v in ck["generator"].items()}
+    lam_state = {k: v for k, v in ck.get("lam_state", {}).items() if k != "schedule"}
+    lam_state["schedule"] = [list(map(float, s)) for s in ck.get("lam_state", {}).get("schedule", [])]
+    cfg = {"model": ck["config"]["model"]}
+    return atomic_save({"config": cfg, "generator": gen, "step": int(ck.get("step", 0)),
+                        "lam_state": lam_state, "deid_version": ck.get("deid_version")}, Path(dst))
+
+
+class Deidentifier:
+    """One trained generator ready for frames: see the module docstring."""
+
+    def __init__(self, generator: Generator, identity: Any, aligner: Any = None,
+                 device: str | torch.device = "cpu", lam_state: dict | None = None,
+                 source: str = "model"):
+        self.G = generator.eval()
+        self.cfg: ModelConfig = generator.cfg
+        self.size = self.cfg.size
+        self.device = torch.device(device)
+        self.identity = identity
+        self.lam_state = dict(lam_state or {})
+        self.source = source
+        if aligner is None:
+            from deid_core.align import AlignConfig, FaceAligner
+            aligner = FaceAligner(AlignConfig(size=self.size))
+        if aligner.size != self.size:
+            raise DeidError(f"aligner crops are {aligner.size}² but the model needs {self.size}²")
+        self.aligner = aligner
+        from deid_core.align import template_landmarks
+        self.crop_landmarks = template_landmarks(self.size, aligner.config.margin)
+
+    @classmethod
+    def from_checkpoint(cls, path: str | os.PathLike, device: str | torch.device = "cpu",
+                        identity: Any = None, aligner: Any = None) -> "Deidentifier":
+        """Load config + generator (fp16-saved weights become fp32) onto ``device``."""
+        ck = load_checkpoint(path)
+        cfg = ModelConfig.from_dict(ck["config"]["model"])
+        G = Generator(cfg)
+        state = {k: (v.float() if v.is_floating_point() else v) for k, v in ck["generator"].items()}
+        try:
+            G.load_state_dict(state)
+        except RuntimeError as exc:
+            raise DeidError(f"{path}: generator weights do not match its config: {exc}") from exc
+        dev = torch.device(device)
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise DeidError(f"device '{device}' requested but CUDA is not available")
+        G = G.to(dev).requires_grad_(False)
+        if identity is None:
+            from deid_core.identity import load_identity_network
+            identity = load_identity_network("dlib", device=str(dev))
+        return cls(G, identity, aligner, dev, ck.get("lam_state"), source=str(path))
+
+    # ------------------------------------------------------------------ target identity
+    @torch.no_grad()
+    def embed_crops(self, crops: np.ndarray) -> np.ndarray:
+        """Descriptors (N×D float32) of aligned uint8 crops N×S×S×3, as in training."""
+        from deid_core.data import to_tensor
+        x = torch.stack([to_tensor(np.ascontiguousarray(c)) for c in crops]).to(self.device)
+        chips = self.identity.crop_to_chip_tensor(x, self.crop_landmarks)
+        return self.identity.embed_tensor(chips).float().cpu().numpy()
+
+    def embed_target(self, image: np.ndarray | str | os.PathLike, name: str | None = None) -> np.ndarray:
+        """The target's descriptor (D,) from an image holding exactly one face."""
+        from deid_core.align import read_image, to_rgb_uint8
+        if isinstance(image, (str, os.PathLike)):
+            name = name or str(image)
+            image = read_image(image)
+        name = name or "target image"
+        rgb = to_rgb_uint8(image, name=name)
+        faces = self.aligner.detect(rgb)
+        if len(faces) != 1:
+            raise DeidError(f"{name}: the target must show exactly one face, found {len(faces)}")
+        crop = self.aligner.warp(rgb, self.aligner.transform(faces[0].landmarks))
+        return self.embed_crops(crop[None])[0]
+
+    # ---------------------------------------------------------------------------- λ
+    def resolve_lam(self, lam: float | None) -> tuple[float, bool]:
+        """(λ used, whether a requested λ was ignored by a fixed-λ model)."""
+        trained = float(self.lam_state.get("lam", DEFAULT_LAM))
+        if self.cfg.lam_cond:
+            value = trained if lam is None else float(lam)
+            if not np.isfinite(value) or value < 0:
+                raise DeidError(f"λ must be a finite number ≥ 0, got {lam}")
+            return value, False
+        ignored = lam is not None and not np.isclose(float(lam), trained, rtol=1e-3, atol=0)
+        if ignored:
+            warnings.warn(f"{self.source} was trained with a fixed λ = {trained:g}; "
+                          f"λ = {lam} needs a λ-conditioned checkpoint and is ignored")
+        return trained, ignored
+
+    # ------------------------------------------------------------------------ network
+    @torch.no_grad()
+    def generate(self, x: torch.Tensor, emb: torch.Tensor, lam: float | torch.Tensor | None
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+        """G on tensors (N×3×S×S in [−1, 1], N×D) → (image, mask)."""
+        return self.G(x.to(self.device), emb.to(self.device), lam if self.cfg.lam_cond else None)
+
+    def net_fn(self, target_embedding: np.ndarray | None, lam: float | None = None
+               ) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
+        """Step e for :meth:`FaceAligner.process`: crops uint8 N×S×S×3 →
+        (images uint8 N×S×S×3, masks float32 N×S×S). ``target_embedding=None``: each face is
+        its own target (the training setting)."""
+        from deid_core.data import to_tensor, to_uint8
+        lam_value, _ = self.resolve_lam(lam)
+        target = None
+        if target_embedding is not None:
+            target = torch.as_tensor(np.asarray(target_embedding, np.float32)).reshape(1, -1)
+            if target.shape[1] != self.cfg.id_dim:
+                raise DeidError(f"target embedding must have {self.cfg.id_dim} values, got "
+                                f"{target.shape[1]}")
+
+        def net(crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            crops = np.asarray(crops)
+            if crops.ndim != 4 or crops.shape[1:] != (self.size, self.size, 3) or crops.dtype != np.uint8:
+                raise DeidError(f"crops must be uint8 N×{self.size}×{self.size}×3, got "
+                                f"{crops.dtype} {crops.shape}")
+            n = len(crops)
+            emb = (target.expand(n, -1) if target is not None
+                   else torch.from_numpy(self.embed_crops(crops)))
+            x = torch.stack([to_tensor(np.ascontiguousarray(c)) for c in crops])
+            z, m = self.generate(x, emb, lam_value)
+            return to_uint8(z), m[:, 0].float().clamp(0, 1).cpu().numpy()
+
+        return net
+
+    def __call__(self, frame: np.ndarray, target_embedding: np.ndarray | None,
+                 lam: float | None = None) -> tuple[np.ndarray, dict]:
+        """De-identify every face of one RGB frame; ``info`` from ``FaceAligner.process``
+        plus ``lam`` (used) and ``lam_ignored``."""
+        lam_value, ignored = self.resolve_lam(lam)
+        out, info = self.aligner.process(frame, self.net_fn(target_embedding, lam))
+        info["lam"], info["lam_ignored"] = lam_value, ignored
+        return out, info
+
+
+def deidentify_image(src: str | os.PathLike, dst: str | os.PathLike, checkpoint: str | os.PathLike,
+                     target: str | os.PathLike | None = None, lam: float | None = None,
+                     device: str = "cpu", overwrite: bool = False) -> dict:
+    """``deid image``: read ``src``, de-identify every face, write ``dst`` atomically."""
+    from deid_core.align import read_image, write_image
+    src, dst = Path(src), Path(dst)
+    if not src.is_file():
+        raise DeidError(f"input image not found: {src}")
+    if dst.resolve() == src.resolve() or (dst.exists() and os.path.samefile(src, dst)):
+        raise DeidError(f"output {dst} is the input: inputs are never overwritten")
+    if dst.exists() and not overwrite:
+        raise DeidError(f"output {dst} exists: pass --overwrite to replace it")
+    deid = Deidentifier.from_checkpoint(checkpoint, device)
+    emb = deid.embed_target(target) if target is not None else None
+    frame = read_image(src)
+    out, info = deid(frame, emb, lam)
+    write_image(dst, out)
+    return {"output": str(dst), "n_faces": info["n_faces"], "lam": info["lam"],
+            "lam_ignored": info["lam_ignored"], "target": str(target) if target else "self"}

@@ -1,0 +1,145 @@
+"""Inference (§3 test time) with a checkpoint, and the `deid train` / `deid image` commands."""
+from __future__ import annotations
+
+import json
+import shutil
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from deid_core.cli import main
+from deid_core.errors import DeidError
+from deid_core.inference import Deidentifier, export_weights, load_checkpoint
+from deid_core.model import Generator, ModelConfig
+
+
+def _save(path: Path, preset: str, half: bool, lam: float = 2e-6) -> Path:
+    torch.manual_seed(0)
+    cfg = ModelConfig.preset(preset)
+    g = Generator(cfg)
+    if cfg.lam_cond:   # make λ matter in an untrained network
+        for m in g.modules():
+            if type(m).__name__ == "FiLM":
+                torch.nn.init.normal_(m.proj.weight, 0, 0.5)
+    state = {k: (v.half() if half else v) for k, v in g.state_dict().items()}
+    torch.save({"config": {"model": cfg.to_dict()}, "generator": state, "step": 0,
+                "lam_state": {"lam": lam, "conditioned": cfg.lam_cond}}, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def ckpts(tmp_path_factory):
+    d = tmp_path_factory.mktemp("ck")
+    return {"fixed": _save(d / "fixed.pt", "compact-128", half=True),
+            "cond": _save(d / "cond.pt", "compact-128-lamcond", half=True)}
+
+
+@pytest.fixture(scope="module")
+def deid(ckpts):
+    return Deidentifier.from_checkpoint(ckpts["fixed"], "cpu")
+
+
+@pytest.fixture(scope="module")
+def deid_cond(ckpts, deid):
+    return Deidentifier.from_checkpoint(ckpts["cond"], "cpu", identity=deid.identity)
+
+
+def test_fp16_weights_load_as_fp32(deid):
+    assert all(p.dtype == torch.float32 for p in deid.G.parameters())
+    assert deid.size == 128 and deid.aligner.size == 128
+
+
+def test_embed_target_single_face(deid, portraits, portrait_paths, tmp_path):
+    e0 = deid.embed_target(portraits[0])
+    e0b = deid.embed_target(str(portrait_paths[0]))
+    e1 = deid.embed_target(portraits[1])
+    assert e0.shape == (128,) and e0.dtype == np.float32
+    assert np.allclose(e0, e0b, atol=1e-5)
+    # same person (a resized copy) closer than another person, in dlib's own metric
+    import cv2
+    small = cv2.resize(portraits[0], None, fx=0.8, fy=0.8, interpolation=cv2.INTER_AREA)
+    assert np.linalg.norm(deid.embed_target(small) - e0) < 0.3 < np.linalg.norm(e1 - e0)
+    blank = tmp_path / "blank.png"
+    from deid_core.align import write_image
+    write_image(blank, np.full((200, 200, 3), 128, np.uint8))
+    with pytest.raises(DeidError, match=r"blank\.png.*exactly one face, found 0"):
+        deid.embed_target(blank)
+    h = min(portraits[0].shape[0], portraits[1].shape[0])
+    two = np.concatenate([portraits[0][:h], portraits[1][:h]], axis=1)
+    with pytest.raises(DeidError, match="found 2"):
+        deid.embed_target(two, name="pair.jpg")
+
+
+def test_call_changes_only_the_face(deid, portraits):
+    frame = portraits[2]
+    target = deid.embed_target(portraits[3])
+    out, info = deid(frame, target)
+    assert out.shape == frame.shape and out.dtype == np.uint8 and info["n_faces"] == 1
+    changed = np.abs(out.astype(int) - frame).sum(-1) > 0
+    lm = info["faces"][0].landmarks
+    x0, y0 = lm.min(0) - 2
+    x1, y1 = lm.max(0) + 2
+    outside = changed.copy()
+    outside[int(y0):int(y1) + 1, int(x0):int(x1) + 1] = False
+    assert changed.sum() > 100 and not outside.any()
+    net = deid.net_fn(target, None)
+    imgs, masks = net(np.stack([deid.aligner.warp(frame, info["transforms"][0])]))
+    assert imgs.shape == (1, 128, 128, 3) and masks.shape == (1, 128, 128)
+    with pytest.raises(DeidError, match="128 values"):
+        deid.net_fn(np.zeros(64, np.float32))
+
+
+def test_lambda_drives_conditioned_model_and_fixed_model_ignores_it(deid, deid_cond, portraits):
+    crop = deid.aligner.warp(portraits[4], deid.aligner.transform(deid.aligner.detect(portraits[4])[0].landmarks))
+    e = deid.embed_crops(crop[None])[0]
+    a = deid_cond.net_fn(e, 0.0)(crop[None])[0].astype(int)
+    b = deid_cond.net_fn(e, 1e-5)(crop[None])[0].astype(int)
+    assert np.abs(a - b).max() > 0
+    assert deid_cond.resolve_lam(None) == (2e-6, False)
+    with pytest.raises(DeidError, match="λ must be"):
+        deid_cond.resolve_lam(-1.0)
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        assert deid.resolve_lam(1e-5) == (2e-6, True)
+    assert any("fixed λ" in str(x.message) for x in w)
+
+
+def test_cli_image_refuses_input_and_existing_output(ckpts, portrait_paths, tmp_path, capsys):
+    src = tmp_path / "in.jpg"
+    shutil.copy(portrait_paths[5], src)
+    before = src.read_bytes()
+    args = ["image", str(src), None, "--checkpoint", str(ckpts["fixed"]), "--target",
+            str(portrait_paths[6])]
+    assert main([str(a) if a else str(src) for a in args]) == 1
+    assert "is the input" in capsys.readouterr().err and src.read_bytes() == before
+    out = tmp_path / "out.png"
+    args[2] = str(out)
+    assert main(args) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert rep["n_faces"] == 1 and out.is_file() and not list(tmp_path.glob(".*tmp*"))
+    assert main(args) == 1 and "--overwrite" in capsys.readouterr().err
+    assert main(args + ["--overwrite"]) == 0
+
+
+def test_cli_train_and_resume_on_a_prepared_cache(portrait_paths, tmp_path, capsys):
+    from deid_core.align import prepare_faces
+    src = tmp_path / "src"
+    src.mkdir()
+    for p in portrait_paths[:2]:
+        shutil.copy(p, src / p.name)
+    prepare_faces(src, tmp_path / "cache", size=128, progress=False)
+    run = tmp_path / "run"
+    base = ["train", "--preset", "compact-128", "--data", str(tmp_path / "cache"), "--out",
+            str(run), "--batch", "2", "--threads", "1", "--no-progress", "--lam", "0:0", "1:2e-6"]
+    assert main(base + ["--steps", "1"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["step"] == 1
+    assert main(base + ["--steps", "2", "--resume"]) == 0
+    ck = load_checkpoint(run / "checkpoint.pt")
+    assert ck["step"] == 2 and ck["lam_state"]["lam"] == 2e-6
+    w = export_weights(run / "checkpoint.pt", tmp_path / "w.pt")
+    d = Deidentifier.from_checkpoint(w, "cpu")
+    assert d.cfg.name == "compact-128" and w.stat().st_size < 25e6
+    assert main(["train", "--data", str(tmp_path / "cache"), "--out", str(run), "--lam", "x:y"]) == 1
