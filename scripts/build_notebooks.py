@@ -350,65 +350,38 @@ def nb_02() -> list:
         code(SETUP),
         code(CHECKPOINT),
         code("""
+        from IPython.display import Image
         from deid_core.align import AlignConfig, FaceAligner, align_face, read_image
-        from deid_core.identity import load_identity_network
+        from deid_core.evaluate.lambda_sweep import lambda_sweep
+        from deid_core.evaluate.run import deid_transform, load_evaluators
         from deid_core.inference import Deidentifier
         deid = Deidentifier.from_checkpoint(ckpt, device)
         aligner = FaceAligner(AlignConfig(size=128))
         portraits = sorted((sample / "portraits").glob("*.jpg"))
         images = {p.stem: read_image(p) for p in portraits}
         faces = {name: aligner.detect(img)[0] for name, img in images.items()}
-        evaluators = {name: load_identity_network(name, device) for name in evaluator_names}
+        nets = load_evaluators(evaluator_names, device=device)
         sources = list(images)[:n_faces]
         """),
         md("""
         ## Sweep
-        Each source is its own target (as in training, Fig. 2b); distances are each
-        evaluator's own metric (cosine distance) between the source face and the output face,
-        with the evaluator's same-person threshold drawn dashed.
+        Each source is its own target (as in training, Fig. 2b). Descriptor distance: L2
+        between the unit-normalised evaluator embeddings of the source face and the output
+        face (0–2); RGB: mean absolute pixel difference (0–255).
         """),
         code("""
-        import pandas as pd
-        from deid_core.evaluate.metrics import pixel_distance
-        rows, crops = [], {}
-        for name in sources:
-            img, face = images[name], faces[name]
-            emb = deid.embed_target(img)
-            crops[name, "source"] = align_face(img, aligner, face)["crop"]
-            for lam in lams:
-                out, _ = deid(img, emb, lam=lam)
-                crops[name, lam] = align_face(out, aligner, face)["crop"]
-                row = {"person": name, "lam": lam,
-                       "pixel_l1": pixel_distance(crops[name, "source"], crops[name, lam])}
-                for ev_name, ev in evaluators.items():
-                    a, b = ev.embed_faces(img, [face.landmarks]), ev.embed_faces(out, [face.landmarks])
-                    row[ev_name] = float(ev.distance(a, b)[0])
-                rows.append(row)
-        sweep = pd.DataFrame(rows)
-        curve = sweep.groupby("lam")[["pixel_l1", *evaluators]].mean().reset_index()
-        display(curve)
-        """),
-        code("""
-        fig = plots.image_grid([crops[n, k] for n in sources for k in ["source", *lams]],
-                               titles=[k if k == "source" else f"λ={k:.0e}" for n in sources
-                                       for k in ["source", *lams]], ncols=len(lams) + 1)
-        report.save_figure(fig, "lambda_sweep_grid", results)
-        plt.show()
-        fig = plots.lambda_curve(curve["lam"], {n: curve[n] for n in evaluators},
-                                 thresholds={n: ev.threshold for n, ev in evaluators.items()})
-        report.save_figure(fig, "lambda_sweep_curve", results)
-        plt.show()
+        sweep = lambda_sweep([images[n] for n in sources], [faces[n].landmarks for n in sources],
+                             {lam: deid_transform(ckpt, lam=lam, device=device) for lam in lams},
+                             nets, name="fig9_lambda_sweep", labels=sources)
+        display(sweep)
+        display(Image(filename=str(results / "figures" / "fig9_lambda_sweep_grid.png")))
+        display(Image(filename=str(results / "figures" / "fig9_lambda_sweep_distance.png")))
         """),
         code("""
         from scipy.stats import spearmanr
-        table = curve.rename(columns={n: f"{n} distance" for n in evaluators})
-        table["paper"] = ["Fig. 9 (visual only)"] + [""] * (len(table) - 1)
-        report.save_table(table, "fig9_lambda_sweep", results,
-                          caption="Fig. 9: identity distance source→output vs λ (mean over "
-                                  f"{len(sources)} NASA portraits; one λ-conditioned model). The "
-                                  "paper shows images only, no numbers.")
-        rho = {n: float(spearmanr(curve["lam"], curve[n]).statistic) for n in evaluators}
-        print("Spearman ρ(λ, distance):", rho)
+        curves = {n: sweep[sweep["evaluator"] == n].sort_values("lambda") for n in evaluator_names}
+        rho = {n: float(spearmanr(c["lambda"], c["descriptor distance"]).statistic) for n, c in curves.items()}
+        print("Spearman ρ(λ, descriptor distance):", rho)
         """),
         md("""
         ## The λ dial (interactive)
@@ -440,9 +413,10 @@ def nb_02() -> list:
         code("""
         report.save_results("02_lambda_sweep", {
             "lams": list(lams), "n_sources": len(sources), "checkpoint": str(ckpt),
-            "distance": {n: curve[n].tolist() for n in evaluators},
-            "pixel_l1": curve["pixel_l1"].tolist(), "spearman": rho,
-            "thresholds": {n: ev.threshold for n, ev in evaluators.items()},
+            "distance": {n: c["descriptor distance"].tolist() for n, c in curves.items()},
+            "rgb_distance": curves[evaluator_names[0]]["RGB distance"].tolist(),
+            "same_person_rate": {n: c["same-person rate"].tolist() for n, c in curves.items()},
+            "spearman": rho,
         }, results)
         """),
     ]
