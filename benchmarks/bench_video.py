@@ -107,11 +107,17 @@ def throughput(args) -> list[dict]:
             base = None
             for name, (fn, k, ds) in configs.items():
                 al = FaceAligner(AlignConfig(size=size, detect_scale=ds))
+                al.predictor, al.detector             # model files loaded outside the timing
                 out = Path(td) / f"out_{s}_{name}.mp4"
-                t0 = time.perf_counter()
-                summ = V.deidentify_video(clip, out, al, fn, V.VideoConfig(
-                    detect_every=k, progress=False), overwrite=True)
-                wall = time.perf_counter() - t0
+                best = None
+                for _ in range(args.repeats):    # best of N: the CPU is shared
+                    t0 = time.perf_counter()
+                    summ = V.deidentify_video(clip, out, al, fn, V.VideoConfig(
+                        detect_every=k, progress=False), overwrite=True)
+                    wall = time.perf_counter() - t0
+                    if best is None or wall < best[0]:
+                        best = (wall, summ)
+                wall, summ = best
                 fps = summ["frames"] / wall
                 base = base or fps
                 row = {"size": s, "config": name, "net": args.net, "frames": summ["frames"],
@@ -120,6 +126,17 @@ def throughput(args) -> list[dict]:
                 row.update({f"ms_{k}": v for k, v in summ["ms_per_frame"].items()})
                 rows.append(row)
                 print(json.dumps(row), flush=True)
+            # live: the clip played at its own 25 fps, frames dropped when the pipeline lags
+            al = FaceAligner(AlignConfig(size=size))
+            al.predictor, al.detector, net(np.zeros((1, size, size, 3), np.uint8))   # load/warm up
+            live = V.run_live(str(clip), al, net, V.VideoConfig(fail_closed=True, detect_every=3),
+                              out=Path(td) / f"live_{s}.mp4", realtime=True, overwrite=True)
+            row = {"size": s, "config": "live-realtime-track3", "net": args.net,
+                   "frames": live["frames"], "fps": live["fps"],
+                   "speedup_vs_baseline": None,
+                   "dropped": live["dropped"], "latency_ms": live["latency_ms_mean"]}
+            rows.append(row)
+            print(json.dumps(row), flush=True)
     return rows
 
 
@@ -167,6 +184,7 @@ def main() -> None:
                     help="passthrough, or a model preset (compact-128, paper-128, paper-256)")
     ap.add_argument("--checkpoint", default=None)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--repeats", type=int, default=1, help="best of N runs per configuration")
     ap.add_argument("--flicker", action="store_true", help="run the stabilisation study instead")
     ap.add_argument("--frames", type=int, default=90, help="frames per talking clip (--flicker)")
     ap.add_argument("--clips", nargs="*", default=None, help="talking clip names (--flicker)")

@@ -349,6 +349,11 @@ class FrameProcessor:
             for r in lost:
                 self.tracks[r].missed = True
             self.tracks += [self._new_track(frame, dets[c]) for c in new]
+            # a lost track overlapping a live one is the same face found again: drop it
+            live = [np.asarray(tr.face.box, np.float64) for tr in self.tracks if not tr.missed]
+            if live:
+                self.tracks = [tr for tr in self.tracks if not tr.missed or box_iou(
+                    np.asarray(tr.face.box, np.float64), np.stack(live)).max() < cfg.iou_threshold]
             T["detect"] += t1 - t0
             T["track"] += time.perf_counter() - t1
         else:
