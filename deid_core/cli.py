@@ -251,7 +251,14 @@ def _add_image(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-COMMANDS = [_add_info, _add_align, _add_video, _add_live, _add_prepare, _add_embed, _add_train, _add_image]
+def _add_eval(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval", help="reproduce the paper's evaluation: lfw (Table 5), rank (Table 4), "
+                                    "table3, lambda (Fig. 9), attributes, gallery, user-study (Table 2)")
+    from deid_core.evaluate.commands import add_eval_subcommands  # argparse only; runners import lazily
+    add_eval_subcommands(p)
+
+
+COMMANDS = [_add_info, _add_align, _add_video, _add_live, _add_prepare, _add_embed, _add_train, _add_image, _add_eval]
 
 
 def build_parser() -> argparse.ArgumentParser:

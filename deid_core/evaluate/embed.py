@@ -33,10 +33,20 @@ def as_transform(fn: Callable[[np.ndarray], np.ndarray], cache_tag: str | None =
     return t
 
 
-def _cache_path(net_name: str, ds: Dataset, tag: str) -> Path:
+def net_fingerprint(net) -> str:
+    """Short hash of an evaluator's class and simple settings (chip padding, standardisation,
+    weights path...), so embeddings cached by a differently configured network are not reused."""
+    simple = {k: str(v) for k, v in sorted(vars(net).items())
+              if isinstance(v, (int, float, str, bool, Path)) and not k.startswith("_")}
+    info = getattr(net, "info", None)
+    key = f"{type(net).__module__}.{type(net).__qualname__}|{info}|{simple}"
+    return hashlib.sha1(key.encode()).hexdigest()[:8]
+
+
+def _cache_path(net, ds: Dataset, tag: str) -> Path:
     h = hashlib.sha1(str(ds.root.resolve()).encode()).hexdigest()[:10]
     safe = "".join(c if c.isalnum() or c in "-_.=" else "_" for c in tag)
-    return paths.cache_dir() / "eval" / f"emb-{net_name}-{safe}-{ds.root.name}-{h}.npz"
+    return paths.cache_dir() / "eval" / f"emb-{net.name}-{net_fingerprint(net)}-{safe}-{ds.root.name}-{h}.npz"
 
 
 def _load_cache(path: Path) -> dict[str, np.ndarray]:
@@ -72,7 +82,7 @@ def embed_files(net, ds: Dataset, landmarks: np.ndarray, indices: Sequence[int],
     indices = [int(i) for i in indices]
     if len(landmarks) != len(ds.files):
         raise DeidError(f"landmarks for {len(landmarks)} files but the dataset has {len(ds.files)}")
-    path = _cache_path(net.name, ds, tag)
+    path = _cache_path(net, ds, tag)
     store = _load_cache(path) if cache else {}
     todo = [i for i in dict.fromkeys(indices) if ds.files[i] not in store]
     done_since_save = 0

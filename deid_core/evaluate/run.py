@@ -84,6 +84,7 @@ def run_lfw(evaluators: Sequence[str] = DEFAULT_EVALUATORS, lfw_root: str | None
     from deid_core.evaluate.faces import dataset_landmarks, scan_folder_dataset
     from deid_core.evaluate.lfw import find_lfw_root, read_pairs
     from deid_core.evaluate.tables import table5
+    nets = load_evaluators(evaluators, weights)  # fail fast on missing weights
     root = Path(lfw_root) if lfw_root else _shared("lfw-a")
     pairs_path = Path(pairs_path) if pairs_path else _find_pairs(root)
     pairs = read_pairs(pairs_path, root)
@@ -104,7 +105,6 @@ def run_lfw(evaluators: Sequence[str] = DEFAULT_EVALUATORS, lfw_root: str | None
         notes.append(f"Baselines: blur σ = {info['blur_sigma_rel_interocular']} × inter-ocular distance "
                      f"(fitted so mean RGB distance ≈ {info['target_pixel_distance']}, the paper's Table 3 level), "
                      f"pixelation {info['pixelate_blocks']} blocks across the face.")
-    nets = load_evaluators(evaluators, weights)
     return table5(nets, pairs, root, transforms, far=far, name=name, notes=notes, progress=progress)
 
 
@@ -114,6 +114,7 @@ def run_rank(evaluator: str = "sface", lfw_root: str | None = None, extra: Seque
              max_gallery_images: int | None = None, max_extra_identities: int | None = None,
              seed: int = 0, name: str = "table4_rank", progress: bool = True):
     """Table 4 (``deid eval rank``)."""
+    net = load_evaluators([evaluator], weights)[0]  # fail fast on missing weights
     from deid_core.evaluate.faces import dataset_landmarks, scan_folder_dataset
     from deid_core.evaluate.tables import table4
     root = Path(lfw_root) if lfw_root else _shared("lfw-a")
@@ -133,7 +134,6 @@ def run_rank(evaluator: str = "sface", lfw_root: str | None = None, extra: Seque
         transforms.update(bt)
         notes.append(f"Baselines: blur σ = {info['blur_sigma_rel_interocular']} × inter-ocular distance, "
                      f"pixelation {info['pixelate_blocks']} blocks.")
-    net = load_evaluators([evaluator], weights)[0]
     return table4(net, root, extra, transforms, max_probes_per_identity=max_probes_per_identity,
                   n_probe_identities=n_probe_identities, max_gallery_images=max_gallery_images,
                   max_extra_identities=max_extra_identities, seed=seed, name=name, notes=notes,
@@ -153,3 +153,98 @@ def _find_pairs(root: Path) -> Path:
         if cand.is_file():
             return cand
     raise DeidError(f"pairs.txt not found in {root} or its parent: pass --pairs PATH")
+
+
+def load_faces(folder: str | os.PathLike, max_images: int | None = None) -> tuple[list, list, list[str]]:
+    """Images (RGB) of a flat folder (or folder-per-person) with one detected face each: (images, landmarks, names)."""
+    from deid_core.evaluate.faces import IMAGE_EXTS, LandmarkDetector, load_rgb
+    folder = Path(folder)
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTS)
+    if not files:
+        raise DeidError(f"no images found in {folder}")
+    det = LandmarkDetector()
+    ims, lms, names = [], [], []
+    for f in files:
+        im = load_rgb(f)
+        lm = det(im)
+        if lm is None:
+            continue
+        ims.append(im), lms.append(lm), names.append(f.stem)
+        if max_images and len(ims) >= max_images:
+            break
+    if not ims:
+        raise DeidError(f"no face found in the images of {folder}")
+    return ims, lms, names
+
+
+def run_table3(images_dir: str | None = None, checkpoint: str | None = None,
+               evaluators: Sequence[str] = DEFAULT_EVALUATORS, donors_dir: str | None = None,
+               max_images: int | None = 8, weights: str | None = None, name: str = "table3_distances"):
+    """Table 3 (``deid eval table3``): RGB and descriptor distance for de-ID and the baselines
+    (blur with σ matched to de-ID's pixel distance, pixelation, the [41]-style swap)."""
+    from deid_core.evaluate import metrics
+    from deid_core.evaluate.baselines import swap_transform
+    from deid_core.evaluate.tables import table3
+    images_dir = images_dir or str(paths.sample_dir() / "portraits")
+    ims, lms, names = load_faces(images_dir, max_images)
+    nets = load_evaluators(evaluators, weights)
+    outputs: dict = {}
+    notes = [f"Images: {len(ims)} from {images_dir}."]
+    target = TARGET_PIXEL_DISTANCE
+    if checkpoint:
+        fn = deid_transform(checkpoint)
+        outputs["deid"] = [fn(im, lm) for im, lm in zip(ims, lms)]
+        target = float(np.mean([metrics.pixel_distance(a, b) for a, b in zip(ims, outputs["deid"])]))
+        notes.append(f"de-ID: checkpoint {checkpoint}; blur σ fitted to its mean RGB distance {target:.2f}.")
+    else:
+        notes.append(f"No de-ID rows (no checkpoint); blur σ fitted to the paper's level {target}.")
+    bt, info = baseline_transforms(ims, lms, target)
+    for k, fn in bt.items():
+        outputs[k] = [fn(im, lm) for im, lm in zip(ims, lms)]
+    d_ims, d_lms, _ = (load_faces(donors_dir) if donors_dir else (ims, lms, names))
+    d_emb = np.concatenate([nets[0].embed_faces(im, [lm]) for im, lm in zip(d_ims, d_lms)])
+    sw = swap_transform(d_ims, d_lms, d_emb, nets[0])
+    outputs["swap [41]"] = [sw(im, lm) for im, lm in zip(ims, lms)]
+    notes.append(f"swap [41]: pixel-nearest donor among {len(d_ims)} faces that {nets[0].name} calls a "
+                 f"different person, pasted through our alignment + hull merge.")
+    notes.append(f"blur σ = {info['blur_sigma_rel_interocular']} × inter-ocular; pixelation "
+                 f"{info['pixelate_blocks']} blocks.")
+    return table3(ims, lms, outputs, nets, labels=names, name=name, notes=notes), outputs
+
+
+def run_lambda(images_dir: str | None, checkpoints: dict[float, str], evaluators: Sequence[str] = DEFAULT_EVALUATORS,
+               max_images: int | None = 4, weights: str | None = None, name: str = "fig9_lambda"):
+    """Fig. 9 (``deid eval lambda``): ``checkpoints`` maps λ to a checkpoint (the same path for
+    every λ = one λ-conditioned model)."""
+    from deid_core.evaluate.lambda_sweep import lambda_sweep
+    ims, lms, names = load_faces(images_dir or str(paths.sample_dir() / "portraits"), max_images)
+    transforms = {lam: deid_transform(ck, lam=lam) for lam, ck in checkpoints.items()}
+    return lambda_sweep(ims, lms, transforms, load_evaluators(evaluators, weights), name=name, labels=names)
+
+
+def run_attributes(images_dir: str | None = None, checkpoint: str | None = None, max_images: int | None = 16,
+                   name: str = "attributes"):
+    """Attribute preservation (``deid eval attributes``) for de-ID (if a checkpoint) and the baselines."""
+    from deid_core.evaluate.attributes import attributes_table
+    ims, lms, _ = load_faces(images_dir or str(paths.sample_dir() / "portraits"), max_images)
+    outs = {}
+    if checkpoint:
+        fn = deid_transform(checkpoint)
+        outs["deid"] = [fn(im, lm) for im, lm in zip(ims, lms)]
+    bt, _ = baseline_transforms(ims, lms)
+    for k, fn in bt.items():
+        outs[k] = [fn(im, lm) for im, lm in zip(ims, lms)]
+    return attributes_table(ims, outs, name=name,
+                            notes=[] if checkpoint else ["No de-ID rows: no checkpoint given."])
+
+
+def run_gallery(dataset: str, out: str, evaluator: str = "sface", weights: str | None = None,
+                chunk: int = 512):
+    """Build a gallery index (``deid eval gallery``) from any folder-per-person dataset."""
+    from deid_core.evaluate.embed import embed_files
+    from deid_core.evaluate.faces import dataset_landmarks, scan_folder_dataset
+    from deid_core.evaluate.gallery import build_gallery
+    ds = scan_folder_dataset(dataset)
+    lm, _ = dataset_landmarks(ds)
+    net = load_evaluators([evaluator], weights)[0]
+    return build_gallery(ds, lambda f: embed_files(net, ds, lm, f, progress=False), out, chunk=chunk)
