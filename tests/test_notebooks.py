@@ -110,6 +110,16 @@ def test_report_helpers(tmp_path):
     assert "| 1 | 2 |" in text and "`v`: 1.5" in text and "| x | ok | 3 |" in text
 
 
+def test_committed_notebooks_match_generator():
+    """notebooks/*.ipynb are exactly what scripts/build_notebooks.py writes (no outputs, not stale)."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, str(paths.REPO_ROOT / "scripts" / "build_notebooks.py"),
+                           "--check"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
 def test_profiles_parameters_match_notebook_cells():
     """Every notebook's parameters cell defines exactly the names the runner injects."""
     prof = get_profile("smoke", "cpu")
