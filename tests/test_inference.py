@@ -143,3 +143,9 @@ def test_cli_train_and_resume_on_a_prepared_cache(portrait_paths, tmp_path, caps
     d = Deidentifier.from_checkpoint(w, "cpu")
     assert d.cfg.name == "compact-128" and w.stat().st_size < 25e6
     assert main(["train", "--data", str(tmp_path / "cache"), "--out", str(run), "--lam", "x:y"]) == 1
+
+
+def test_cli_train_lam_range_needs_two_values_for_lamcond(tmp_path, capsys):
+    args = ["train", "--preset", "compact-128-lamcond", "--data", str(tmp_path), "--out",
+            str(tmp_path / "r"), "--lam", "1e-6"]
+    assert main(args) == 1 and "give LO HI" in capsys.readouterr().err
