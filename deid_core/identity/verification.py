@@ -4,7 +4,8 @@ Pairs, 10-fold accuracy and TPR@FAR come from :mod:`deid_core.evaluate` (``lfw.r
 ``metrics.kfold_accuracy`` / ``metrics.tpr_at_far``: thresholds fitted on the other folds). Scores
 are the negated distance in each network's own metric (euclidean for dlib, cosine otherwise).
 
-Landmarks: dlib HOG (1× upsampling) + the 68-point predictor on the largest face; when HOG finds
+Landmarks: dlib HOG (no upsampling, then 1× upsampling when nothing is found) + the 68-point
+predictor on the largest face; when HOG finds
 no face (LFW-a is grayscale and pre-aligned, so the face is always in the centre), the predictor
 runs on the fixed centre box :data:`LFW_CENTRE_BOX` (the median HOG box on LFW-a) instead.
 """
@@ -35,7 +36,7 @@ def lfw_landmarks(root: Path, files: list[str], upsample: int = 1, cache: bool =
     import cv2
     import dlib
     from tqdm import tqdm
-    h = hashlib.sha1(f"{Path(root).resolve()}|{upsample}|{LFW_CENTRE_BOX}".encode())
+    h = hashlib.sha1(f"{Path(root).resolve()}|0+{upsample}|{LFW_CENTRE_BOX}".encode())
     for f in files:
         h.update(f.encode())
     cpath = paths.cache_dir() / "identity" / f"lfw_lm68_{h.hexdigest()[:16]}.npz"
@@ -51,7 +52,9 @@ def lfw_landmarks(root: Path, files: list[str], upsample: int = 1, cache: bool =
         if img is None:
             raise DeidError(f"cannot read image: {Path(root) / f}")
         img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
-        rects = det(img, upsample)
+        rects = det(img, 0)
+        if not rects and upsample:
+            rects = det(img, upsample)
         if rects:
             rect, found[i] = max(rects, key=lambda r: r.area()), True
         else:
