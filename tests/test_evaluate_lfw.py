@@ -60,6 +60,7 @@ def test_table5_lfw_a_subsample(shared_data, tmp_path, monkeypatch):
     from deid_core.evaluate.run import load_evaluators
     from deid_core.evaluate.tables import table5
     monkeypatch.setenv("DEID_RESULTS", str(tmp_path))
+    monkeypatch.setenv("DEID_CACHE", str(tmp_path / "cache"))
     pairs = read_pairs(shared_data / "lfw-a" / "pairs.txt", shared_data / "lfw-a")
     assert len(pairs) == 6000 and len(np.unique(pairs.fold)) == 10
     sub = pairs.subsample(4, seed=1)
@@ -72,3 +73,34 @@ def test_table5_lfw_a_subsample(shared_data, tmp_path, monkeypatch):
     assert tpr["pixelate"] < tpr["original"] and tpr["blur"] <= tpr["original"]
     assert (tmp_path / "tables" / "table5_lfw.csv").is_file()
     assert "grayscale" in (tmp_path / "tables" / "table5_lfw.md").read_text()
+
+
+@pytest.mark.shared_data
+@pytest.mark.slow
+def test_table4_rank_lfw_a_subset(shared_data, tmp_path, monkeypatch):
+    """Table 4 on a 60-identity LFW-a subset (symlinked): SFace ranks most original probes first;
+    pixelation pushes the true identity down."""
+    from deid_core.evaluate.baselines import pixelate_transform
+    from deid_core.evaluate.run import load_evaluators
+    from deid_core.evaluate.tables import table4
+    monkeypatch.setenv("DEID_RESULTS", str(tmp_path / "res"))
+    monkeypatch.setenv("DEID_CACHE", str(tmp_path / "cache"))
+    src = shared_data / "lfw-a"
+    people = sorted(d for d in src.iterdir() if d.is_dir())
+    multi = [d for d in people if len(list(d.glob("*.jpg"))) >= 2][:30]
+    single = [d for d in people if len(list(d.glob("*.jpg"))) == 1][:30]
+    sub = tmp_path / "lfw-sub"
+    for d in multi + single:
+        (sub / d.name).mkdir(parents=True)
+        for f in sorted(d.glob("*.jpg"))[:3]:
+            (sub / d.name / f.name).symlink_to(f)
+    net = load_evaluators(["sface"])[0]
+    df = table4(net, sub, transforms={"pixelate": pixelate_transform(6)}, max_probes_per_identity=1,
+                n_person_rows=2, progress=False)
+    overall = df[df.person == "overall"].set_index("condition")
+    assert overall.loc["original", "probes"] == 30
+    assert overall.loc["original", "rank-1"] >= 0.7
+    assert overall.loc["pixelate", "median"] >= overall.loc["original", "median"]
+    assert overall.loc["pixelate", "rank-1"] < overall.loc["original", "rank-1"]
+    md = (tmp_path / "res" / "tables" / "table4_rank.md").read_text()
+    assert "among 60 gallery identities" in md
