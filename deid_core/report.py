@@ -204,7 +204,11 @@ def write_report(results: str | Path | None = None, run_log: dict | None = None)
     if not tables:
         lines += ["(no tables were written)", ""]
     for md in tables:
-        lines += [f"### {md.stem}", "", md.read_text(encoding="utf-8").strip(), ""]
+        body = md.read_text(encoding="utf-8").strip()
+        if body.startswith("### "):   # the table's own title, one level down
+            first, _, rest = body.partition("\n")
+            body = f"**{first[4:].strip()}**\n{rest}"
+        lines += [f"### {md.stem}", "", f"([csv](tables/{md.stem}.csv))", "", body, ""]
 
     figures = sorted((root / "figures").glob("*.png"))
     lines += ["## Figures", ""]

@@ -144,6 +144,11 @@ def run_notebooks(profile: Profile, results: str | Path | None = None,
     same_profile = previous.get("profile") == profile.to_dict()
     log = RunLog(profile=profile.to_dict())
     os.environ["DEID_RESULTS"] = str(root)            # the kernels inherit it
+    # The kernels import the same deid_core as this process (even if another checkout is installed).
+    pkg_root = str(paths.REPO_ROOT)
+    pp = os.environ.get("PYTHONPATH", "")
+    if pkg_root not in pp.split(os.pathsep):
+        os.environ["PYTHONPATH"] = pkg_root + (os.pathsep + pp if pp else "")
     if progress_bar is None:
         progress_bar = sys.stderr.isatty()
     t_run = time.perf_counter()

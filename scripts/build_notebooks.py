@@ -606,6 +606,8 @@ def nb_04() -> list:
         study = results / "user_study"
         ident = us.make_identification_sheet(gallery, inputs, deids, study / "identify", seed=seed)
         print({k: str(v) for k, v in ident.items()})
+        import shutil
+        shutil.copyfile(ident["png"], results / "figures" / "table2b_sheet.png")   # for REPORT.md
         from IPython.display import Image
         Image(filename=str(ident["png"]))
         """),
