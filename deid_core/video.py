@@ -209,8 +209,9 @@ class FixedNet:
 
 class DeidentifierNet:
     """Wraps ``inference.Deidentifier``: one target embedding for all tracks (``--target``),
-    or, without one, each track's own first face (a crop around it) as its target (§3:
-    "a target image, which is any image of the person in the video")."""
+    or, without one, each track's first appearance as its target, embedded once and kept for
+    the whole track (§3: "a target image, which is any image of the person in the video").
+    """
 
     def __init__(self, deid: Any, lam: float | None = None, target_embedding: Any = None):
         self.deid, self.lam, self.target = deid, lam, target_embedding
@@ -219,14 +220,9 @@ class DeidentifierNet:
     def target_for(self, frame: np.ndarray, face: Any) -> Any:
         if self.target is not None:
             return self.target
-        x0, y0, x1, y1 = np.asarray(face.box, np.float64)
-        cx, cy, s = (x0 + x1) / 2, (y0 + y1) / 2, (x1 - x0) * 1.0
-        H, W = frame.shape[:2]
-        crop = frame[int(max(0, cy - s)):int(min(H, cy + s)), int(max(0, cx - s)):int(min(W, cx + s))]
-        try:
-            return self.deid.embed_target(np.ascontiguousarray(crop))
-        except DeidError:
-            return self.deid.embed_target(frame)
+        al = self.deid.aligner          # the model's own crop (size, margin, template)
+        crop = al.warp(frame, al.transform(face.landmarks))
+        return self.deid.embed_crops(crop[None])[0]
 
     def net_for(self, target: Any) -> NetFn:
         key = id(target)
@@ -1226,11 +1222,12 @@ def build_pipeline(checkpoint: str | os.PathLike | None, target: str | os.PathLi
         from deid_core.inference import Deidentifier
     except ImportError as exc:
         raise DeidError(f"the inference module is not available ({exc})") from exc
+    det_cfg = dict(detector=detector, upsample=upsample, detect_scale=detect_scale)
+    img = check_target_image(target, FaceAligner(AlignConfig(**det_cfg))) if target else None
     deid = Deidentifier.from_checkpoint(ckpt, device)
-    size = int(getattr(deid, "size", 0) or getattr(getattr(deid, "aligner", None), "size", 0) or 128)
-    aligner = FaceAligner(AlignConfig(size=size, detector=detector, upsample=upsample,
-                                      detect_scale=detect_scale))
+    aligner = FaceAligner(dataclasses.replace(deid.aligner.config, **det_cfg))
     emb = None
-    if target is not None:
-        emb = deid.embed_target(check_target_image(target, aligner))
+    if img is not None:       # the one target face, cropped as the model was trained
+        face = aligner.detect(img)[0]
+        emb = deid.embed_crops(deid.aligner.warp(img, deid.aligner.transform(face.landmarks))[None])[0]
     return aligner, DeidentifierNet(deid, lam=lam, target_embedding=emb)

@@ -503,3 +503,43 @@ def test_pcm_audio_is_reencoded_to_aac(tmp_path):
     f = _stream_facts(tmp_path / "o.mp4")
     assert s["audio"]["mode"] == "aac" and f["audio"] == "aac" and f["frames"] == n
     assert abs(f["audio_duration"] - 1.0) <= 1 / fps + 1024 / rate
+
+
+# ----------------------------------------------------------------------------------------
+# With a (untrained) generator checkpoint through inference.Deidentifier.
+
+@pytest.fixture(scope="module")
+def untrained_ckpt(tmp_path_factory) -> Path:
+    import torch
+    from deid_core.model import Generator, ModelConfig
+    torch.manual_seed(0)
+    cfg = ModelConfig.preset("compact-128")
+    path = tmp_path_factory.mktemp("ck") / "g.pt"
+    torch.save({"config": {"model": cfg.to_dict()}, "generator": Generator(cfg).state_dict(),
+                "step": 0, "lam_state": {"lam": 2e-6, "conditioned": False}}, path)
+    return path
+
+
+def test_checkpoint_pipeline_targets_per_track(untrained_ckpt, clip_frames, portrait_paths,
+                                               sample_dir, tmp_path, capsys):
+    from deid_core.cli import main
+    aligner, net = V.build_pipeline(untrained_ckpt)
+    assert isinstance(net, V.DeidentifierNet) and net.target is None
+    proc = V.FrameProcessor(CachedAligner(), net, V.VideoConfig())
+    for i in range(48, 52):                          # two faces: two tracks, two targets
+        out, info = proc(clip_frames[i], i / 25)
+    trs = [t for t in proc.tracks if not t.missed]
+    assert len(trs) == 2 and not np.allclose(trs[0].target, trs[1].target)
+    hull = V.hull_mask([f.landmarks for f in info["faces"]], out.shape)
+    changed = (out != clip_frames[51]).any(-1)
+    assert changed.any() and not (changed & ~hull).any()
+    # CLI with a target photo; a target with two faces is refused, naming the file
+    clip = sample_dir / "clip" / "nasa_clip.mp4"
+    o = tmp_path / "o.mp4"
+    assert main(["video", str(clip), str(o), "--checkpoint", str(untrained_ckpt),
+                 "--target", str(portrait_paths[0]), "--max-frames", "8"]) == 0
+    assert _stream_facts(o)["frames"] == 8
+    two = sample_dir / "inflight" / "Andrew_Morgan__Nick_Hague_inflight.jpg"
+    assert main(["video", str(clip), str(tmp_path / "p.mp4"), "--checkpoint", str(untrained_ckpt),
+                 "--target", str(two)]) == 1
+    assert two.name in capsys.readouterr().err and not (tmp_path / "p.mp4").exists()
