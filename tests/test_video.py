@@ -195,6 +195,7 @@ def test_fail_closed_covers_dropped_detections(clip_frames, clip_faces):
         diff = np.abs(closed[i][0].astype(int) - clip_frames[i].astype(int)).max(axis=-1)
         assert closed[i][1]["fail_closed"], i
         assert diff[hull].mean() > 5.0, i                     # face region changed (pixelated)
+        assert FaceAligner().detect(closed[i][0]) == [], i    # and no face detectable there
         assert np.array_equal(open_[i][0], clip_frames[i])    # without it: the face leaks
     assert not any(closed[i][1]["fail_closed"] for i in frames if i not in drop)
 
