@@ -25,7 +25,6 @@ is printed and written to ``results/tables/video_flicker.csv``.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import hashlib
 import json
 import sys
@@ -162,6 +161,7 @@ def flicker_study(args) -> list[dict]:
             return list(cache[key])
 
     rows = []
+    deid_cache: dict = {}
     for clip in clips:
         info = V.probe_video(clip)
         frames = V.read_frames(clip, args.frames)
@@ -169,7 +169,12 @@ def flicker_study(args) -> list[dict]:
         masks = [V.hull_mask([f.landmarks for f in cal.detect(fr)], fr.shape) for fr in frames]
         n_face = sum(bool(m.any()) for m in masks)
         row = {"clip": clip.stem, "frames": len(frames), "frames_with_face": n_face}
-        for net_name, net in (("pattern", V.pattern_net(128)), ("passthrough", passthrough_net)):
+        nets = [("pattern", V.pattern_net(128)), ("passthrough", passthrough_net)]
+        if args.checkpoint:                 # the real model: each track's first face as target
+            from deid_core.inference import Deidentifier
+            deid = deid_cache.setdefault("d", Deidentifier.from_checkpoint(args.checkpoint, args.device))
+            nets.append(("model", V.DeidentifierNet(deid)))
+        for net_name, net in nets:
             for k in (1, 3):
                 for stab in (False, True):
                     proc = V.FrameProcessor(cal, net, V.VideoConfig(detect_every=k, stabilize=stab))

@@ -34,11 +34,10 @@ import json
 import math
 import os
 import queue
-import shutil
 import threading
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, Callable, Iterator, Protocol, Sequence
