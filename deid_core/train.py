@@ -502,4 +502,9 @@ def train(cfg: TrainConfig, resume: bool = False, dataset=None, identity=None,
     """Build a :class:`Trainer` and run it; returns the trainer (history in ``.history``)."""
     trainer = Trainer(cfg, dataset=dataset, identity=identity)
     trainer.history = trainer.run(resume=resume, progress=progress, until=until)
+    if trainer.world > 1:
+        import torch.distributed as dist
+        if dist.is_initialized():
+            dist.barrier()
+            dist.destroy_process_group()
     return trainer
