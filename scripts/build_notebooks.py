@@ -526,7 +526,9 @@ def nb_03() -> list:
                 t4 = run_rank("sface", str(lfw_root), checkpoint=str(ckpt), seed=seed, progress=False)
                 display(t4)
         else:
-            why = "no LFW found (pass --data DIR with lfw/ and pairs.txt)" if lfw_root is None else "lfw_pairs = 0"
+            why = ("no LFW found (pass --data DIR holding lfw/ with pairs.txt)" if lfw_root is None else
+                   f"not run in the {profile} profile (lfw_pairs = 0); run `deid eval lfw --checkpoint CKPT` "
+                   "or ./run_all.sh --profile paper")
             note = pd.DataFrame([{"evaluator": e, "condition": "not run", "TPR@FAR=0.001": "",
                                   "paper": {"facenet-casia": "0.965 → 0.035"}.get(e, "")} for e in evaluators])
             write_table("table5_lfw", note, "Table 5 — LFW verification (not run)", [why])
