@@ -6,7 +6,7 @@ import torch
 
 from deid_core.identity import chips as C
 from deid_core.identity.base import IdentityInfo, IdentityNetwork, check_tensor
-from deid_core.identity.dlib_resnet import CHIP_SIZE, THRESHOLD, load_dlib_resnet
+from deid_core.identity.dlib_resnet import CHIP_SIZE, FEATURE_KEYS, PAPER_LAYERS, THRESHOLD, load_dlib_resnet
 
 
 class DlibIdentity(IdentityNetwork):
@@ -18,6 +18,8 @@ class DlibIdentity(IdentityNetwork):
     """
 
     info = IdentityInfo("dlib", CHIP_SIZE, 128, "euclidean", THRESHOLD)
+    feature_keys = FEATURE_KEYS   # keys of features(): a72, a35, a17, a8, a4, a2, descriptor
+    paper_layers = PAPER_LAYERS   # §3.2.1 map size -> key: {112: a72, 56: a35, 28: a17, 7: a4, 1: descriptor}
 
     def __init__(self, device: str | torch.device = "cpu", dat_path=None, padding: float = 0.25):
         self.device = torch.device(device)
