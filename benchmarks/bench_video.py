@@ -201,7 +201,8 @@ def main() -> None:
     import pandas as pd
     rows = flicker_study(args) if args.flicker else throughput(args)
     df = pd.DataFrame(rows)
-    name = "video_flicker" if args.flicker else f"video_throughput_{args.net}_{args.device}"
+    name = ("video_flicker" + ("_model" if args.checkpoint else "") if args.flicker
+            else f"video_throughput_{args.net}_{args.device}")
     out = paths.RESULTS_DIR / "tables" / f"{name}.csv"
     out.parent.mkdir(parents=True, exist_ok=True)
     df.to_csv(out, index=False)
