@@ -749,6 +749,9 @@ def check_paths(inp: str | os.PathLike, out: str | os.PathLike, overwrite: bool 
         raise DeidError(f"output {out} exists: pass --overwrite to replace it")
     if out.exists() and out.is_dir():
         raise DeidError(f"output {out} is a folder")
+    side = summary_path(out)
+    if side.exists() and not overwrite and side.resolve() != inp.resolve():
+        raise DeidError(f"the summary file {side} exists: pass --overwrite to replace it")
     out.parent.mkdir(parents=True, exist_ok=True)
     return inp, out
 
