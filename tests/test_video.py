@@ -444,6 +444,13 @@ def test_hamilton_full_clip_audio_duration(shared_data, tmp_path):
 def test_multi_face_clip_keeps_size_and_audio(shared_data, tmp_path):
     src = shared_data / "videos" / "street_multi_face_1080p.mp4"
     out = tmp_path / "m.mp4"
+    frames = V.read_frames(src, 5)
+    proc = V.FrameProcessor(CachedAligner(upsample=0), constant_net, V.VideoConfig(detect_every=4))
+    for i, f in enumerate(frames):                    # several faces: changes only in hulls
+        res, info = proc(f, i / 25)
+        changed = (res != f).any(axis=-1)
+        hull = V.hull_mask([x.landmarks for x in info["faces"]], f.shape)
+        assert not (changed & ~hull).any() and (info["n_faces"] == 0 or changed.any())
     s = V.deidentify_video(src, out, CachedAligner(upsample=0), constant_net,
                            V.VideoConfig(max_frames=12, detect_every=4, progress=False))
     a, b = V.probe_video(src), _stream_facts(out)
