@@ -369,6 +369,10 @@ def test_cli_video_and_errors(clip_path, tmp_path, capsys):
     assert main(["video", str(clip_path), str(out), "--passthrough"]) == 1
     assert main(["video", str(clip_path), str(tmp_path / "x.mp4")]) == 1
     assert main(["live", "--source", str(clip_path), "--show", "--passthrough"]) == 1
+    live = tmp_path / "live.mp4"
+    assert main(["live", "--source", str(clip_path), "--realtime", "--out", str(live),
+                 "--passthrough", "--max-frames", "10"]) == 0
+    assert 1 <= _stream_facts(live)["frames"] <= 10 and V.summary_path(live).is_file()
     err = capsys.readouterr().err
     assert "--overwrite" in err and "checkpoint" in err and "--show" in err
 
