@@ -143,12 +143,30 @@ def run_notebooks(profile: Profile, results: str | Path | None = None,
     previous = _load_previous(log_path)
     same_profile = previous.get("profile") == profile.to_dict()
     log = RunLog(profile=profile.to_dict())
+    saved_env = {k: os.environ.get(k) for k in ("DEID_RESULTS", "PYTHONPATH")}
     os.environ["DEID_RESULTS"] = str(root)            # the kernels inherit it
     # The kernels import the same deid_core as this process (even if another checkout is installed).
     pkg_root = str(paths.REPO_ROOT)
     pp = os.environ.get("PYTHONPATH", "")
     if pkg_root not in pp.split(os.pathsep):
         os.environ["PYTHONPATH"] = pkg_root + (os.pathsep + pp if pp else "")
+    try:
+        return _run(profile, root, notebooks, notebook_dir, force, kernel_name, progress_bar,
+                    report, log_path, previous, same_profile, log)
+    finally:
+        for k, v in saved_env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _run(profile: Profile, root: Path, notebooks: Sequence[str], notebook_dir: Path, force: bool,
+         kernel_name: str, progress_bar: bool | None, report: bool, log_path: Path,
+         previous: dict, same_profile: bool, log: RunLog) -> RunLog:
+    import papermill as pm
+
+    executed_dir = root / "executed"
     if progress_bar is None:
         progress_bar = sys.stderr.isatty()
     t_run = time.perf_counter()

@@ -140,21 +140,27 @@ def test_profiles_parameters_match_notebook_cells():
 SMOKE_TRAIN_STEPS = 8
 
 
+def smoke_test_profile():
+    """The smoke profile, lightened for CI: fewer training steps, faces and identities."""
+    prof = get_profile("smoke", "cpu")
+    prof.train_steps = SMOKE_TRAIN_STEPS
+    prof.n_sweep_faces = 3
+    prof.n_eval_identities = 8
+    return prof
+
+
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
     res = tmp_path_factory.mktemp("smoke_results")
-    saved = {k: os.environ.get(k) for k in ("DEID_SHARED_DATA", "DEID_SMOKE_TRAIN_STEPS", "DEID_RESULTS")}
+    saved = os.environ.get("DEID_SHARED_DATA")
     os.environ["DEID_SHARED_DATA"] = str(res / "nonexistent")     # a fresh user machine
-    os.environ["DEID_SMOKE_TRAIN_STEPS"] = str(SMOKE_TRAIN_STEPS)  # keep CI short
     try:
-        prof = get_profile("smoke", "cpu")
-        log = run_notebooks(prof, res, progress_bar=False)
+        log = run_notebooks(smoke_test_profile(), res, progress_bar=False)
     finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+        if saved is None:
+            os.environ.pop("DEID_SHARED_DATA", None)
+        else:
+            os.environ["DEID_SHARED_DATA"] = saved
     return res, log
 
 
@@ -216,7 +222,7 @@ def test_smoke_02_lambda_sweep_and_widget_state(smoke_run):
     import numpy as np
 
     res, _ = smoke_run
-    prof = get_profile("smoke", "cpu")
+    prof = smoke_test_profile()
     r2 = load_results("02_lambda_sweep", res)
     assert r2["lams"] == prof.lams and r2["n_sources"] == prof.n_sweep_faces
     for name in prof.evaluators:
