@@ -449,10 +449,16 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
         if w <= 0 or h <= 0:
             raise DeidError(f"video stream of {path} has no frame size (corrupt?)")
         return VideoInfo(str(path), w, h, Fraction(fps), Fraction(tb), int(vs.frames or 0), dur,
-                         vs.codec_context.name, a.codec_context.name if a is not None else None, adur)
+                         _codec_id(vs), _codec_id(a) if a is not None else None, adur)
 
 
 _END = object()
+
+
+def _codec_id(stream: Any) -> str:
+    """The stream's codec (AVCodecID name, e.g. ``mp3`` — not the decoder ``mp3float``)."""
+    codec = stream.codec_context.codec
+    return getattr(codec, "canonical_name", None) or codec.name
 
 
 class FrameReader(threading.Thread):
@@ -573,14 +579,16 @@ class Mp4Writer:
             self._ain = None
             return
         ain = self._ain.streams.audio[0]
-        name = ain.codec_context.name
+        name = _codec_id(ain)
         self.audio_codec = name
         if name in MP4_AUDIO_COPY:
             self.as_ = self.container.add_stream_from_template(ain)
             self.audio_mode = "copy"
         else:
             rate = ain.codec_context.sample_rate or 48000
-            layout = ain.codec_context.layout.name if ain.codec_context.layout else "stereo"
+            # AAC needs a named layout ("2 channels" from .avi is not one); >2 ch -> 5.1/stereo
+            nch = ain.codec_context.channels or 2
+            layout = {1: "mono", 2: "stereo", 6: "5.1"}.get(nch, "stereo")
             self.as_ = self.container.add_stream("aac", rate=rate, layout=layout)
             self.audio_mode = "aac"
         self._astream = ain
@@ -709,25 +717,30 @@ class Mp4Writer:
                 pass
 
 
-def remux_copy(src: Path, dst: Path) -> bool:
+def remux_copy(src: Path, dst: Path, expect_frames: int | None = None) -> bool:
     """Copy the streams of ``src`` into mp4 ``dst`` without re-encoding (video must be H.264
-    and audio mp4-compatible). Returns False when that is not possible."""
+    and audio mp4-compatible). Returns False when that is not possible, or when the copy
+    does not hold ``expect_frames`` video frames (checked by decoding it)."""
     import av
     with av.open(str(src)) as inp:
-        if not inp.streams.video or inp.streams.video[0].codec_context.name != "h264":
+        if not inp.streams.video or _codec_id(inp.streams.video[0]) != "h264":
             return False
         streams = [inp.streams.video[0]]
         if inp.streams.audio:
-            if inp.streams.audio[0].codec_context.name not in MP4_AUDIO_COPY:
+            if _codec_id(inp.streams.audio[0]) not in MP4_AUDIO_COPY:
                 return False
             streams.append(inp.streams.audio[0])
         with av.open(str(dst), "w", format="mp4") as out:
             omap = {s.index: out.add_stream_from_template(s) for s in streams}
             for pkt in inp.demux(*streams):
-                if pkt.dts is None:
+                if pkt.size == 0:          # demuxer flush packets
                     continue
                 pkt.stream = omap[pkt.stream.index]
                 out.mux(pkt)
+    if expect_frames is not None:
+        with av.open(str(dst)) as chk:
+            if sum(1 for _ in chk.decode(chk.streams.video[0])) != expect_frames:
+                return False
     return True
 
 
@@ -880,7 +893,7 @@ def deidentify_video(inp: str | os.PathLike, out: str | os.PathLike, aligner: An
             if not truncated and not cfg.max_frames:
                 tmp2 = tmp.with_name(tmp.name + ".copy.mp4")
                 try:
-                    copied = remux_copy(inp, tmp2)
+                    copied = remux_copy(inp, tmp2, expect_frames=len(frame_infos))
                     if copied:
                         os.replace(tmp2, tmp)
                 except Exception:

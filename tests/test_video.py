@@ -84,7 +84,7 @@ def _stream_facts(p: Path) -> dict:
                     last = max(last, float((pkt.pts + (pkt.duration or 0)) * pkt.time_base))
             adur = last
         return {"frames": n, "fps": Fraction(v.average_rate), "size": (v.width, v.height),
-                "codec": v.codec_context.name, "audio": a.codec_context.name if a else None,
+                "codec": V._codec_id(v), "audio": V._codec_id(a) if a else None,
                 "audio_duration": adur}
 
 
@@ -556,3 +556,38 @@ def test_checkpoint_pipeline_targets_per_track(untrained_ckpt, clip_frames, port
     assert main(["video", str(clip), str(tmp_path / "p.mp4"), "--checkpoint", str(untrained_ckpt),
                  "--target", str(two)]) == 1
     assert two.name in capsys.readouterr().err and not (tmp_path / "p.mp4").exists()
+
+
+@pytest.mark.parametrize("suffix,vcodec,acodec,mode", [
+    (".webm", "libvpx-vp9", "libopus", "copy"),
+    (".mkv", "libx264", "libmp3lame", "copy"),
+    (".avi", "mpeg4", "pcm_s16le", "aac"),
+])
+def test_common_containers(tmp_path, suffix, vcodec, acodec, mode):
+    """webm/mkv/avi in → H.264 mp4 out, same frame count and fps, audio copied or AAC."""
+    n, fps, rate = 12, 25, 48000
+    src = tmp_path / f"in{suffix}"
+    with av.open(str(src), "w") as out:
+        vs = out.add_stream(vcodec, rate=fps)
+        vs.width, vs.height, vs.pix_fmt = 160, 120, "yuv420p"
+        as_ = out.add_stream(acodec, rate=rate, layout="stereo")
+        t = np.arange(int(rate * n / fps)) / rate
+        wave = (0.2 * np.sin(2 * np.pi * 330 * t)).astype(np.float32)
+        for k in range(0, len(t), 960):   # float planar in; PyAV converts to the codec's format
+            blk = np.ascontiguousarray(np.stack([wave[k:k + 960]] * 2))
+            af = av.AudioFrame.from_ndarray(blk, format="fltp", layout="stereo")
+            af.sample_rate, af.pts = rate, k
+            for pkt in as_.encode(af):
+                out.mux(pkt)
+        for i in range(n):
+            f = np.full((120, 160, 3), 8 * i, np.uint8)
+            for pkt in vs.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+                out.mux(pkt)
+        for pkt in list(vs.encode()) + list(as_.encode()):
+            out.mux(pkt)
+    with pytest.warns(UserWarning, match="no face"):
+        s = V.deidentify_video(src, tmp_path / "o.mp4", CachedAligner(), passthrough_net,
+                               V.VideoConfig(progress=False))
+    f = _stream_facts(tmp_path / "o.mp4")
+    assert f["codec"] == "h264" and f["frames"] == n and f["fps"] == fps
+    assert s["audio"]["mode"] == mode and f["audio"] in ("aac", "opus", "mp3")
