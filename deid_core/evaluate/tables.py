@@ -111,7 +111,7 @@ def table4(net, lfw_root, extra_roots: Sequence = (), transforms: dict | None = 
     Gallery: every identity of ``lfw_root`` (held-out probe images excluded) plus the identities of
     each ``extra_roots`` folder (distractors), optionally capped for compute.
     """
-    from deid_core.evaluate.embed import embed_files
+    from deid_core.evaluate.embed import embed_files, net_fingerprint
     from deid_core.evaluate.faces import dataset_landmarks, scan_folder_dataset
     from deid_core.evaluate.gallery import GalleryIndex, build_gallery, split_probes
     rng = np.random.default_rng(seed)
@@ -130,7 +130,8 @@ def table4(net, lfw_root, extra_roots: Sequence = (), transforms: dict | None = 
             g.extend(rng.permutation(members)[:max_gallery_images].tolist())
         gallery = np.sort(np.array(g, np.int64))
     cache = paths.cache_dir() / "eval" / "galleries"
-    tag = f"{net.name}-{ds.root.name}-s{seed}-p{max_probes_per_identity}-g{max_gallery_images}"
+    fp = net_fingerprint(net)
+    tag = f"{net.name}-{fp}-{ds.root.name}-s{seed}-p{max_probes_per_identity}-g{max_gallery_images}"
     gals = [build_gallery(ds, lambda f: embed_files(net, ds, lm, f, progress=False),
                           cache / tag, indices=gallery, progress=progress)]
     prefixes = [""]
@@ -141,15 +142,17 @@ def table4(net, lfw_root, extra_roots: Sequence = (), transforms: dict | None = 
         idx = [i for i, n in enumerate(e.identities) if n in keep_n]
         elm, _ = dataset_landmarks(e, progress=progress)
         gals.append(build_gallery(e, lambda f, e=e, elm=elm: embed_files(net, e, elm, f, progress=False),
-                                  cache / f"{net.name}-{e.root.name}-n{max_extra_identities}", indices=idx,
+                                  cache / f"{net.name}-{fp}-{e.root.name}-n{max_extra_identities}", indices=idx,
                                   progress=progress))
         prefixes.append(f"{e.root.name}:")
     gal = GalleryIndex.concat(*gals, prefixes=prefixes) if len(gals) > 1 else gals[0]
     true = gal.index_of([ds.identities[i] for i in probe])
     conds = {"original": None, **(transforms or {})}
     probe_ids = ids[probe]
+    # per-person rows: most probes, then most images (LFW's best-known faces, like the paper's celebrities)
+    n_img = pd.Series(ids).value_counts()
     counts = pd.Series(probe_ids).value_counts()
-    persons = counts.index[:n_person_rows].tolist()
+    persons = sorted(counts.index, key=lambda n: (-counts[n], -n_img[n], n))[:n_person_rows]
     rows = []
     for cond, fn in conds.items():
         emb = embed_files(net, ds, lm, probe, transform=fn, tag=cond, progress=progress)
