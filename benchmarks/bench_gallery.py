@@ -20,7 +20,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--identities", type=int, default=54_000)
     ap.add_argument("--dim", type=int, default=512)
     ap.add_argument("--probes", type=int, default=4096)
-    ap.add_argument("--batch", type=int, default=1024)
+    ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     rng = np.random.default_rng(args.seed)

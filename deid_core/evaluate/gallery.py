@@ -5,7 +5,9 @@ built from any folder-per-person dataset(s): embeddings are streamed identity ch
 (tqdm), each chunk saved as it completes (so an interrupted build resumes), then merged into
 ``means.npy`` (G×D float32, L2-normalised), ``counts.npy`` and ``names.txt``. Probes are ranked
 by cosine similarity in batches (one BLAS matmul per batch), so a 54,000 × 512 gallery
-(110 MB) ranks at well over 1,000 probes/s on one CPU core (``benchmarks/bench_gallery.py``).
+(105 MB) is ranked exactly with 2·G·D = 55 MFLOP per probe: ~1,000 probes/s needs ~55 GFLOPS
+of sgemm (one idle AVX-512 core, or 2-3 AVX2 cores). Batches of 256 probes keep the 256×G score
+block (55 MB) small; 1,024 was 1.6× slower here (memory-bound). See ``benchmarks/bench_gallery.py``.
 """
 from __future__ import annotations
 
@@ -96,7 +98,7 @@ class GalleryIndex:
                    np.load(folder / "counts.npy"))
 
     def rank(self, probes: np.ndarray, true_names: Sequence[str] | None = None,
-             true_index: np.ndarray | None = None, batch: int = 1024,
+             true_index: np.ndarray | None = None, batch: int = 256,
              exclude_self: np.ndarray | None = None) -> np.ndarray:
         """1-based rank of each probe's true identity (see :func:`rank_probes`)."""
         if true_index is None:
@@ -107,7 +109,7 @@ class GalleryIndex:
 
 
 def rank_probes(gallery: np.ndarray, probes: np.ndarray, true_index: np.ndarray,
-                batch: int = 1024, progress: bool = False) -> np.ndarray:
+                batch: int = 256, progress: bool = False) -> np.ndarray:
     """1-based rank of ``true_index`` among all gallery rows by cosine similarity, in batches.
 
     Rank = 1 + number of identities strictly more similar than the true one (ties favour it).
