@@ -188,7 +188,9 @@ def nb_01() -> list:
         md("## Run"),
         code("""
         from deid_core.train import TrainConfig, train
+        import shutil
         run_dir = results / "runs" / f"{profile}-{preset}"
+        shutil.rmtree(run_dir, ignore_errors=True)     # a fresh run (its losses.csv would be appended to)
         cfg = TrainConfig(preset=preset, data=[str(f) for f in faces], out=str(run_dir),
                           steps=steps, batch=batch_size, device=device, seed=seed,
                           log_every=1, sample_every=max(1, steps // 2), ckpt_every=0)
