@@ -448,6 +448,10 @@ class Trainer:
         if getattr(self.dataset, "size", self.mcfg.size) != self.mcfg.size:
             raise DeidError(f"data crops are {self.dataset.size}² but {self.mcfg.name} needs "
                             f"{self.mcfg.size}²")
+        if not resume and self.rank == 0 and any(
+                (self.out / n).exists() for n in (CHECKPOINT_NAME, "losses.csv")):
+            raise DeidError(f"{self.out} already holds a training run: pass --resume to continue "
+                            f"it, or choose a new --out (nothing is overwritten)")
         if self.rank == 0:
             self.out.mkdir(parents=True, exist_ok=True)
             (self.out / "config.json").write_text(json.dumps(

@@ -121,6 +121,11 @@ def test_train_resume_is_exact(tmp_path, faces):
     from PIL import Image
     assert Image.open(grids[-1]).size == (3 * 128, 6 * 128)    # source | output | mask
     assert not list((tmp_path / "b").glob(".*tmp*"))            # no temp files left behind
+    # a fresh (non-resume) run into the same folder refuses instead of overwriting it
+    before = (tmp_path / "b" / "checkpoint.pt").read_bytes()
+    with pytest.raises(DeidError, match="already holds a training run"):
+        train(small_cfg(tmp_path / "b"), dataset=faces, identity=ident, progress=False)
+    assert (tmp_path / "b" / "checkpoint.pt").read_bytes() == before
 
 
 def test_resume_without_checkpoint_errors(tmp_path, faces):

@@ -22,8 +22,6 @@ def lambda_sweep(images: Sequence[np.ndarray], landmarks: Sequence[np.ndarray],
                  labels: Sequence[str] | None = None, crop: int = 128) -> pd.DataFrame:
     """Run every λ on every image; write ``figures/NAME_grid.png``, ``figures/NAME_distance.png``
     and ``tables/NAME.csv|md`` (pixel and descriptor distance per λ and evaluator)."""
-    import matplotlib
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from deid_core.align import FaceAligner
     from deid_core.evaluate.tables import results_dir, write_table

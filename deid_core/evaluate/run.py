@@ -47,11 +47,13 @@ def deid_transform(checkpoint: str | os.PathLike, target: str | os.PathLike | No
     fixed = deid.embed_target(load_rgb(target)) if target else None
 
     def fn(image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
-        emb = fixed if fixed is not None else deid.embed_target(image)
         lm = np.asarray(landmarks, np.float32)
+        if fixed is not None:
+            emb = fixed
+        else:  # the face itself is the target, embedded from the given landmarks (no re-detection)
+            emb = deid.embed_crops(deid.aligner.warp(image, deid.aligner.transform(lm))[None])[0]
         face = Face(box=np.r_[lm.min(0), lm.max(0)].astype(np.float32), landmarks=lm)
-        net = deid.net_fn(emb, lam)
-        out, _ = deid.aligner.process(image, net, faces=[face]) if hasattr(deid, "aligner") else deid(image, emb, lam)
+        out, _ = deid.aligner.process(image, deid.net_fn(emb, lam), faces=[face])
         return out
     fn.cache_tag = (f"deid-{Path(checkpoint).stem}-{int(st.st_mtime)}-{st.st_size}-lam{lam}"  # type: ignore[attr-defined]
                     f"-t{Path(target).stem if target else 'self'}")

@@ -114,8 +114,6 @@ def make_identification_sheet(gallery: dict[str, np.ndarray], inputs: dict[str, 
     the observer sheet ``identify.html`` (gallery labelled A, B, ...; probes in random order) with
     probe images under ``probes/``, ``trials.csv``, and ``answer_key/key.csv`` kept apart."""
     import cv2
-    import matplotlib
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     names = list(gallery)
     if not names or set(inputs) - set(names) or set(deid) - set(names):
@@ -210,8 +208,6 @@ def confusion(df: pd.DataFrame, condition: str, labels: Sequence[str] | None = N
 
 
 def plot_confusion(m: pd.DataFrame, title: str, path: str | os.PathLike) -> Path:
-    import matplotlib
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(3.6, 3.2))
     im = ax.imshow(m.values, vmin=0, vmax=1, cmap="Blues")
