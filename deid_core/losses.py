@@ -16,10 +16,9 @@ minimising it increases the descriptor distance to the target.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from deid_core.errors import DeidError
 

@@ -42,7 +42,6 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-import torch.nn as nn
 
 from deid_core import __version__, paths
 from deid_core.augment import AugmentConfig, distort

@@ -16,7 +16,7 @@ import numpy as np
 
 from deid_core.errors import DeidError
 from deid_core.evaluate import metrics
-from deid_core.evaluate.faces import IMAGE_EXTS, Dataset, scan_folder_dataset
+from deid_core.evaluate.faces import IMAGE_EXTS, Dataset
 
 PAPER_TABLE5 = {  # evaluator -> (original, de-ID) TPR at FAR 1e-3 (mean ± std)
     "facenet-vggface2": ("0.986 ± 0.010", "0.038 ± 0.015"),

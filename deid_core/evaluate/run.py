@@ -6,9 +6,8 @@ with one command.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 
@@ -83,7 +82,6 @@ def run_lfw(evaluators: Sequence[str] = DEFAULT_EVALUATORS, lfw_root: str | None
             baselines: bool = True, weights: str | None = None, far: float = 1e-3, seed: int = 0,
             name: str = "table5_lfw", progress: bool = True):
     """Table 5 (``deid eval lfw``)."""
-    from deid_core.evaluate.faces import dataset_landmarks, scan_folder_dataset
     from deid_core.evaluate.lfw import find_lfw_root, read_pairs
     from deid_core.evaluate.tables import table5
     nets = load_evaluators(evaluators, weights)  # fail fast on missing weights
@@ -92,21 +90,8 @@ def run_lfw(evaluators: Sequence[str] = DEFAULT_EVALUATORS, lfw_root: str | None
     pairs = read_pairs(pairs_path, root)
     if per_fold:
         pairs = pairs.subsample(per_fold, seed)
-    transforms: dict = {}
-    notes = []
-    if checkpoint:
-        transforms["deid"] = deid_transform(checkpoint)
-        notes.append(f"de-ID: checkpoint {checkpoint}")
-    else:
-        notes.append("No de-ID rows: no checkpoint given (pass --checkpoint).")
-    if baselines:
-        ds = scan_folder_dataset(find_lfw_root(root))
-        lm, _ = dataset_landmarks(ds, progress=progress)
-        bt, info = baseline_transforms(*_fit_images(ds, lm, seed=seed))
-        transforms.update(bt)
-        notes.append(f"Baselines: blur σ = {info['blur_sigma_rel_interocular']} × inter-ocular distance "
-                     f"(fitted so mean RGB distance ≈ {info['target_pixel_distance']}, the paper's Table 3 level), "
-                     f"pixelation {info['pixelate_blocks']} blocks across the face.")
+    transforms, notes = _condition_transforms(checkpoint, find_lfw_root(root) if baselines else None,
+                                              seed, progress)
     return table5(nets, pairs, root, transforms, far=far, name=name, notes=notes, progress=progress)
 
 
@@ -117,11 +102,22 @@ def run_rank(evaluator: str = "sface", lfw_root: str | None = None, extra: Seque
              seed: int = 0, name: str = "table4_rank", progress: bool = True):
     """Table 4 (``deid eval rank``)."""
     net = load_evaluators([evaluator], weights)[0]  # fail fast on missing weights
-    from deid_core.evaluate.faces import dataset_landmarks, scan_folder_dataset
     from deid_core.evaluate.tables import table4
     root = Path(lfw_root) if lfw_root else _shared("lfw-a")
     if extra is None:
         extra = [str(_shared("celeba-aligned-10k"))] if paths.shared_data_dir() and lfw_root is None else []
+    transforms, notes = _condition_transforms(checkpoint, root if baselines else None, seed, progress)
+    return table4(net, root, extra, transforms, max_probes_per_identity=max_probes_per_identity,
+                  n_probe_identities=n_probe_identities, max_gallery_images=max_gallery_images,
+                  max_extra_identities=max_extra_identities, seed=seed, name=name, notes=notes,
+                  progress=progress)
+
+
+def _condition_transforms(checkpoint, baseline_root: Path | None, seed: int, progress: bool
+                          ) -> tuple[dict, list[str]]:
+    """The image conditions beside "original": de-ID (when a checkpoint is given) and the blur /
+    pixelation baselines fitted on ``baseline_root`` (when given), with notes for the table."""
+    from deid_core.evaluate.faces import dataset_landmarks, scan_folder_dataset
     transforms: dict = {}
     notes = []
     if checkpoint:
@@ -129,17 +125,15 @@ def run_rank(evaluator: str = "sface", lfw_root: str | None = None, extra: Seque
         notes.append(f"de-ID: checkpoint {checkpoint}")
     else:
         notes.append("No de-ID rows: no checkpoint given (pass --checkpoint).")
-    if baselines:
-        ds = scan_folder_dataset(root)
+    if baseline_root is not None:
+        ds = scan_folder_dataset(baseline_root)
         lm, _ = dataset_landmarks(ds, progress=progress)
         bt, info = baseline_transforms(*_fit_images(ds, lm, seed=seed))
         transforms.update(bt)
-        notes.append(f"Baselines: blur σ = {info['blur_sigma_rel_interocular']} × inter-ocular distance, "
-                     f"pixelation {info['pixelate_blocks']} blocks.")
-    return table4(net, root, extra, transforms, max_probes_per_identity=max_probes_per_identity,
-                  n_probe_identities=n_probe_identities, max_gallery_images=max_gallery_images,
-                  max_extra_identities=max_extra_identities, seed=seed, name=name, notes=notes,
-                  progress=progress)
+        notes.append(f"Baselines: blur σ = {info['blur_sigma_rel_interocular']} × inter-ocular distance "
+                     f"(fitted so mean RGB distance ≈ {info['target_pixel_distance']}, the paper's Table 3 level), "
+                     f"pixelation {info['pixelate_blocks']} blocks across the face.")
+    return transforms, notes
 
 
 def _shared(sub: str) -> Path:

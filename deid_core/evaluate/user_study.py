@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import html
 import os
-import shutil
 from pathlib import Path
 from typing import Sequence
 

@@ -15,7 +15,6 @@ Format (dlib/serialize.h, dlib/float_details.h, dlib/dnn/core.h, layers.h, input
 """
 from __future__ import annotations
 
-import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
