@@ -141,3 +141,28 @@ def test_lambda_sweep_outputs(faces, tmp_path, monkeypatch):
     assert df["RGB distance"].is_monotonic_increasing
     assert (tmp_path / "figures" / "sweep_grid.png").stat().st_size > 1000
     assert (tmp_path / "figures" / "sweep_distance.png").is_file()
+
+
+def test_deid_transform_runs_the_model_once_per_image(tmp_path, portraits, monkeypatch):
+    """Several evaluators share one de-identification of each image (no repeated network runs)."""
+    import torch
+    from deid_core.align import FaceAligner
+    from deid_core.evaluate.run import deid_transform
+    from deid_core.inference import Deidentifier
+    from deid_core.model import Generator, ModelConfig
+    torch.manual_seed(0)
+    cfg = ModelConfig.preset("compact-128")
+    ckpt = tmp_path / "g.pt"
+    torch.save({"config": {"model": cfg.to_dict()}, "generator": Generator(cfg).state_dict(),
+                "step": 0, "lam_state": {"lam": 2e-6, "conditioned": False}}, ckpt)
+    calls = []
+    real = Deidentifier.net_fn
+    monkeypatch.setattr(Deidentifier, "net_fn", lambda self, *a, **k: calls.append(1) or real(self, *a, **k))
+    fn = deid_transform(ckpt)
+    img = portraits[0]
+    lm = FaceAligner(size=128).detect(img)[0].landmarks
+    a = fn(img, lm)
+    b = fn(img, lm)
+    assert len(calls) == 1 and np.array_equal(a, b) and not np.array_equal(a, img)
+    a[:] = 0                                   # callers get copies: the memo cannot be corrupted
+    assert np.array_equal(fn(img, lm), b) and len(calls) == 1
