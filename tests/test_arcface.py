@@ -111,22 +111,27 @@ def test_five_point_alignment_on_nasa(portraits, nasa_landmarks):
 
     (1) the warp puts the face where the transform says: the 5 points re-detected on the aligned
         chip lie within mean 2 px of the transformed detected points;
-    (2) the fitted points lie within mean 4.5 px (≤ 6 px on every face) of the reference points. Not 2 px: the NASA
-        portraits smile, so the mouth corners sit ~5 px wider/higher than ArcFace's neutral
-        reference, and the similarity fit spreads that error; MTCNN's own 5 points give the same
-        (3.7 px vs 3.9 px for the 68→5 points over the 24 portraits), so it is the faces, not the mapping.
+    (2) the points we derive from the 68 are the points ArcFace's own detector would give:
+        within mean 2 px of MTCNN's 5 points (the detector insightface aligns with), measured
+        in the 112×112 frame — see :func:`test_five_points_match_mtcnn`;
+    (3) after the fit they lie within mean 4.5 px (≤ 6 px on every face) of the reference points.
+        The issue asked ≤ 2 px here, but that measures the face, not the alignment: on all 134
+        NASA portraits the residual is 3.34 px for our points and 3.35 px for MTCNN's own (only
+        ~10 % of faces reach 2 px with either) — smiling mouth corners sit ~3.5 px wider and
+        ~3 px higher than ArcFace's mean face, and no similarity transform can remove that.
     """
     import cv2
     from deid_core.align import FaceAligner
     from deid_core.identity.chips import (ARCFACE_REF_112, align_five_point, arcface_five_points,
-                                          similarity_transform)
+                                          five_point_errors, similarity_transform)
     al = FaceAligner(upsample=1)
     errs = []
     for im, lm in zip(portraits, nasa_landmarks):
         p5 = arcface_five_points(lm).astype(np.float64)
         M = similarity_transform(p5, ARCFACE_REF_112)
         mapped = p5 @ M[:, :2].T + M[:, 2]
-        err = np.linalg.norm(mapped - ARCFACE_REF_112, axis=1)
+        err = five_point_errors(p5)
+        assert np.allclose(err, np.linalg.norm(mapped - ARCFACE_REF_112, axis=1))
         errs.append(err.mean())
         assert err.mean() <= 6.0, err
         chip = align_five_point(im, p5, 112)
@@ -136,3 +141,33 @@ def test_five_point_alignment_on_nasa(portraits, nasa_landmarks):
         again = arcface_five_points(faces[0].landmarks / 2.0)
         assert np.linalg.norm(again - mapped, axis=1).mean() <= 2.0
     assert np.mean(errs) <= 4.5, errs
+
+
+def test_five_points_match_mtcnn(portrait_paths):
+    """Our 68→5 mapping (eye centres, nose tip 30, mouth corners 48/54) agrees with MTCNN's 5
+    points — the convention ArcFace/SFace were trained with — within 2 px at 112×112 on the
+    typical face (median over the 24 sample portraits; all 134 NASA portraits: median 1.14 px,
+    mean 1.37 px, ≤ 2 px on 95 % of faces; scripts/five_point_check.py). The few larger
+    disagreements are MTCNN's own misses (on Alan Poindexter and
+    Charles Camarda its nose and mouth points sit visibly off the face's, dlib's do not). Both
+    fit the reference equally well, so the residual of test (3) above is the faces' geometry."""
+    from PIL import Image
+    from facenet_pytorch import MTCNN
+    from deid_core.align import FaceAligner
+    from deid_core.identity.chips import arcface_five_points, five_point_agreement, five_point_errors
+    mtcnn, al = MTCNN(keep_all=False, device="cpu"), FaceAligner()
+    agree, ours_fit, mtcnn_fit = [], [], []
+    for path in portrait_paths:
+        im = np.asarray(Image.open(path).convert("RGB"))
+        faces = al.detect(im)
+        _, _, pts = mtcnn.detect(Image.fromarray(im), landmarks=True)
+        assert faces and pts is not None, f"no face found on {path.name}"
+        p5 = arcface_five_points(faces[0].landmarks).astype(np.float64)
+        m5 = np.asarray(pts[0], np.float64)
+        agree.append(five_point_agreement(p5, m5).mean())
+        ours_fit.append(five_point_errors(p5).mean())
+        mtcnn_fit.append(five_point_errors(m5).mean())
+    assert len(agree) == 24
+    assert np.median(agree) <= 2.0, agree
+    assert np.mean(np.array(agree) <= 2.0) >= 0.75, agree
+    assert abs(np.median(ours_fit) - np.median(mtcnn_fit)) <= 1.0, (ours_fit, mtcnn_fit)

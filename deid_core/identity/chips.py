@@ -223,6 +223,24 @@ def arcface_five_points(landmarks68: np.ndarray) -> np.ndarray:
     return pts.astype(np.float32)
 
 
+def five_point_errors(pts5: np.ndarray, ref: np.ndarray = ARCFACE_REF_112) -> np.ndarray:
+    """Per-point distance (pixels of the 112×112 reference frame) between the 5 points after
+    their least-squares similarity fit and the reference points: how far a face's own
+    geometry sits from ArcFace's mean face once aligned. (5,)"""
+    pts = check_landmarks(pts5, (5,))
+    M = similarity_transform(pts, ref)
+    return np.linalg.norm(pts @ M[:, :2].T + M[:, 2] - ref, axis=1)
+
+
+def five_point_agreement(pts5: np.ndarray, other5: np.ndarray,
+                         ref: np.ndarray = ARCFACE_REF_112) -> np.ndarray:
+    """Per-point distance between two 5-point sets of one face (e.g. ours from the 68 and
+    MTCNN's, the detector ArcFace was trained with), in the 112×112 frame ``other5`` aligns to. (5,)"""
+    a, b = check_landmarks(pts5, (5,)), check_landmarks(other5, (5,))
+    M = similarity_transform(b, ref)
+    return np.linalg.norm((a - b) @ M[:, :2].T, axis=1)
+
+
 def align_five_point(image: np.ndarray, pts5: np.ndarray, size: int = 112) -> np.ndarray:
     """Standard ArcFace/SFace alignment: similarity to the 112×112 reference points (scaled to
     ``size``), ``cv2.warpAffine`` bilinear, black border. uint8 size×size×3."""
