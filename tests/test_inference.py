@@ -149,3 +149,19 @@ def test_cli_train_lam_range_needs_two_values_for_lamcond(tmp_path, capsys):
     args = ["train", "--preset", "compact-128-lamcond", "--data", str(tmp_path), "--out",
             str(tmp_path / "r"), "--lam", "1e-6"]
     assert main(args) == 1 and "give LO HI" in capsys.readouterr().err
+
+
+def test_eval_lam_reaches_the_de_id_rows(ckpts, portraits, deid):
+    """`deid eval lfw/rank/table3 --lam` dials a λ-conditioned checkpoint for the de-ID rows."""
+    from deid_core.cli import build_parser
+    from deid_core.evaluate.run import _condition_transforms
+    for cmd in ("lfw", "rank", "table3"):
+        assert build_parser().parse_args(["eval", cmd, "--lam", "5e-6"]).lam == 5e-6
+    face = deid.aligner.detect(portraits[0])[0]
+    outs = {}
+    for lam in (0.0, 2e-5):
+        t, notes = _condition_transforms(str(ckpts["cond"]), None, 0, False, lam=lam)
+        assert any(f"λ = {lam:g}" in n for n in notes), notes
+        outs[lam] = t["deid"](portraits[0], face.landmarks)
+        assert outs[lam].shape == portraits[0].shape
+    assert np.abs(outs[0.0].astype(int) - outs[2e-5].astype(int)).max() > 0

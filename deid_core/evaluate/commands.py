@@ -8,7 +8,7 @@ import json
 EVALUATORS = ["facenet-casia", "sface", "arcface", "facenet-vggface2", "dlib"]
 
 
-def _common(p: argparse.ArgumentParser, multi: bool = True) -> None:
+def _common(p: argparse.ArgumentParser, multi: bool = True, lam: bool = True) -> None:
     if multi:
         p.add_argument("--evaluator", action="append", choices=EVALUATORS,
                        help="independent recognizer (repeatable; default facenet-casia + sface). "
@@ -18,6 +18,9 @@ def _common(p: argparse.ArgumentParser, multi: bool = True) -> None:
     p.add_argument("--weights", help="local weights file for arcface / facenet-vggface2 "
                                      "(or DEID_ARCFACE_WEIGHTS / DEID_FACENET_WEIGHTS)")
     p.add_argument("--checkpoint", help="de-ID checkpoint (.pt) for the de-ID rows")
+    if lam:
+        p.add_argument("--lam", type=float, help="λ for a λ-conditioned checkpoint (default: the "
+                                                 "one it was saved with)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--name", help="table name under results/tables (default per command)")
 
@@ -43,7 +46,7 @@ def add_eval_subcommands(p: argparse.ArgumentParser) -> None:
     def run_lfw(a):
         from deid_core.evaluate.run import DEFAULT_EVALUATORS, run_lfw
         df = run_lfw(a.evaluator or list(DEFAULT_EVALUATORS), a.lfw, a.pairs, a.per_fold, a.checkpoint,
-                     not a.no_baselines, a.weights, a.far, a.seed, **_kw(a))
+                     not a.no_baselines, a.weights, a.far, a.seed, **_kw(a, lam=a.lam))
         print(df.to_string(index=False))
         return 0
     q.set_defaults(func=run_lfw)
@@ -62,7 +65,7 @@ def add_eval_subcommands(p: argparse.ArgumentParser) -> None:
         from deid_core.evaluate.run import run_rank
         df = run_rank(a.evaluator, a.lfw, a.extra, a.checkpoint, not a.no_baselines, a.weights,
                       a.probe_identities, a.max_probes, a.max_gallery_images, a.max_extra_identities,
-                      a.seed, **_kw(a))
+                      a.seed, **_kw(a, lam=a.lam))
         print(df.to_string(index=False))
         return 0
     q.set_defaults(func=run_rank)
@@ -89,7 +92,7 @@ def add_eval_subcommands(p: argparse.ArgumentParser) -> None:
     def run_t3(a):
         from deid_core.evaluate.run import DEFAULT_EVALUATORS, run_table3
         df, _ = run_table3(a.images, a.checkpoint, a.evaluator or list(DEFAULT_EVALUATORS), a.donors,
-                           a.max_images, a.weights, **_kw(a))
+                           a.max_images, a.weights, **_kw(a, lam=a.lam))
         print(df.to_string(index=False))
         return 0
     q.set_defaults(func=run_t3)
@@ -99,7 +102,7 @@ def add_eval_subcommands(p: argparse.ArgumentParser) -> None:
     q.add_argument("--lams", type=float, nargs="+", help="λ values for one λ-conditioned --checkpoint")
     q.add_argument("--pair", action="append", metavar="LAM=CKPT", help="one checkpoint per λ (repeatable)")
     q.add_argument("--max-images", type=int, default=4)
-    _common(q)
+    _common(q, lam=False)
 
     def run_lam(a):
         from deid_core.errors import DeidError

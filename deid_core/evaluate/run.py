@@ -92,7 +92,7 @@ def _fit_images(ds, lm, n: int = 24, seed: int = 0):
 def run_lfw(evaluators: Sequence[str] = DEFAULT_EVALUATORS, lfw_root: str | None = None,
             pairs_path: str | None = None, per_fold: int | None = None, checkpoint: str | None = None,
             baselines: bool = True, weights: str | None = None, far: float = 1e-3, seed: int = 0,
-            name: str = "table5_lfw", progress: bool = True):
+            name: str = "table5_lfw", progress: bool = True, lam: float | None = None):
     """Table 5 (``deid eval lfw``)."""
     from deid_core.evaluate.lfw import find_lfw_root, read_pairs
     from deid_core.evaluate.tables import table5
@@ -103,7 +103,7 @@ def run_lfw(evaluators: Sequence[str] = DEFAULT_EVALUATORS, lfw_root: str | None
     if per_fold:
         pairs = pairs.subsample(per_fold, seed)
     transforms, notes = _condition_transforms(checkpoint, find_lfw_root(root) if baselines else None,
-                                              seed, progress)
+                                              seed, progress, lam)
     return table5(nets, pairs, root, transforms, far=far, name=name, notes=notes, progress=progress)
 
 
@@ -111,30 +111,33 @@ def run_rank(evaluator: str = "sface", lfw_root: str | None = None, extra: Seque
              checkpoint: str | None = None, baselines: bool = True, weights: str | None = None,
              n_probe_identities: int | None = None, max_probes_per_identity: int = 10,
              max_gallery_images: int | None = None, max_extra_identities: int | None = None,
-             seed: int = 0, name: str = "table4_rank", progress: bool = True):
+             seed: int = 0, name: str = "table4_rank", progress: bool = True,
+             lam: float | None = None):
     """Table 4 (``deid eval rank``)."""
     net = load_evaluators([evaluator], weights)[0]  # fail fast on missing weights
     from deid_core.evaluate.tables import table4
     root = Path(lfw_root) if lfw_root else _shared("lfw-a")
     if extra is None:
         extra = [str(_shared("celeba-aligned-10k"))] if paths.shared_data_dir() and lfw_root is None else []
-    transforms, notes = _condition_transforms(checkpoint, root if baselines else None, seed, progress)
+    transforms, notes = _condition_transforms(checkpoint, root if baselines else None, seed, progress,
+                                              lam)
     return table4(net, root, extra, transforms, max_probes_per_identity=max_probes_per_identity,
                   n_probe_identities=n_probe_identities, max_gallery_images=max_gallery_images,
                   max_extra_identities=max_extra_identities, seed=seed, name=name, notes=notes,
                   progress=progress)
 
 
-def _condition_transforms(checkpoint, baseline_root: Path | None, seed: int, progress: bool
-                          ) -> tuple[dict, list[str]]:
-    """The image conditions beside "original": de-ID (when a checkpoint is given) and the blur /
-    pixelation baselines fitted on ``baseline_root`` (when given), with notes for the table."""
+def _condition_transforms(checkpoint, baseline_root: Path | None, seed: int, progress: bool,
+                          lam: float | None = None) -> tuple[dict, list[str]]:
+    """The image conditions beside "original": de-ID (when a checkpoint is given; ``lam`` for a
+    λ-conditioned one) and the blur / pixelation baselines fitted on ``baseline_root`` (when
+    given), with notes for the table."""
     from deid_core.evaluate.faces import dataset_landmarks, scan_folder_dataset
     transforms: dict = {}
     notes = []
     if checkpoint:
-        transforms["deid"] = deid_transform(checkpoint)
-        notes.append(f"de-ID: checkpoint {checkpoint}")
+        transforms["deid"] = deid_transform(checkpoint, lam=lam)
+        notes.append(f"de-ID: checkpoint {checkpoint}" + (f", λ = {lam:g}" if lam is not None else ""))
     else:
         notes.append("No de-ID rows: no checkpoint given (pass --checkpoint).")
     if baseline_root is not None:
@@ -187,7 +190,8 @@ def load_faces(folder: str | os.PathLike, max_images: int | None = None) -> tupl
 
 def run_table3(images_dir: str | None = None, checkpoint: str | None = None,
                evaluators: Sequence[str] = DEFAULT_EVALUATORS, donors_dir: str | None = None,
-               max_images: int | None = 8, weights: str | None = None, name: str = "table3_distances"):
+               max_images: int | None = 8, weights: str | None = None, name: str = "table3_distances",
+               lam: float | None = None):
     """Table 3 (``deid eval table3``): RGB and descriptor distance for de-ID and the baselines
     (blur with σ matched to de-ID's pixel distance, pixelation, the [41]-style swap)."""
     from deid_core.evaluate import metrics
@@ -200,10 +204,11 @@ def run_table3(images_dir: str | None = None, checkpoint: str | None = None,
     notes = [f"Images: {len(ims)} from {images_dir}."]
     target = TARGET_PIXEL_DISTANCE
     if checkpoint:
-        fn = deid_transform(checkpoint)
+        fn = deid_transform(checkpoint, lam=lam)
         outputs["deid"] = [fn(im, lm) for im, lm in zip(ims, lms)]
         target = float(np.mean([metrics.pixel_distance(a, b) for a, b in zip(ims, outputs["deid"])]))
-        notes.append(f"de-ID: checkpoint {checkpoint}; blur σ fitted to its mean RGB distance {target:.2f}.")
+        lam_note = f", λ = {lam:g}" if lam is not None else ""
+        notes.append(f"de-ID: checkpoint {checkpoint}{lam_note}; blur σ fitted to its mean RGB distance {target:.2f}.")
     else:
         notes.append(f"No de-ID rows (no checkpoint); blur σ fitted to the paper's level {target}.")
     bt, info = baseline_transforms(ims, lms, target)
