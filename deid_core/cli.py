@@ -49,7 +49,8 @@ def _add_align(sub: argparse._SubParsersAction) -> None:
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     """Arguments shared by `deid video` and `deid live` (model, target, tracking)."""
-    p.add_argument("--checkpoint", default=None, help="generator checkpoint (.pt)")
+    p.add_argument("--checkpoint", default=None,
+                   help="generator checkpoint (.pt); default: the starter checkpoint in data/checkpoints/")
     p.add_argument("--target", default=None,
                    help="photo of the person (one face); default: each face track's first frame")
     p.add_argument("--lam", type=float, default=None, help="λ for a λ-conditioned model")
@@ -235,7 +236,8 @@ def _add_image(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("image", help="de-identify every face of one image (paper §3 a-h)")
     p.add_argument("input", help="image file")
     p.add_argument("output", help="output image (never the input)")
-    p.add_argument("--checkpoint", required=True, help="trained generator (.pt)")
+    p.add_argument("--checkpoint", default=None,
+                   help="trained generator (.pt); default: the starter checkpoint in data/checkpoints/")
     p.add_argument("--target", default=None,
                    help="photo of the person (exactly one face); default: each face is its own target")
     p.add_argument("--lam", type=float, default=None, help="λ for a λ-conditioned checkpoint")

@@ -26,6 +26,20 @@ from deid_core.model import Generator, ModelConfig
 DEFAULT_LAM = 2e-6
 
 
+def resolve_checkpoint(checkpoint: str | os.PathLike | None) -> Path:
+    """The checkpoint to use: the given one, else the committed starter checkpoint under
+    ``data/checkpoints/`` (issue 9), else a DeidError saying what to pass."""
+    if checkpoint is not None:
+        return Path(checkpoint)
+    from deid_core.profiles import starter_checkpoint
+    starter = starter_checkpoint()
+    if starter is None:
+        raise DeidError("no model checkpoint given and no starter checkpoint in data/checkpoints/: "
+                        "pass --checkpoint FILE.pt (train one with the training notebook / "
+                        "`deid train`)")
+    return starter
+
+
 def load_checkpoint(path: str | os.PathLike) -> dict:
     """Read a ``.pt`` checkpoint on the CPU (full training checkpoints or fp16 weights-only)."""
     path = Path(path)
@@ -181,10 +195,11 @@ class Deidentifier:
         return out, info
 
 
-def deidentify_image(src: str | os.PathLike, dst: str | os.PathLike, checkpoint: str | os.PathLike,
-                     target: str | os.PathLike | None = None, lam: float | None = None,
+def deidentify_image(src: str | os.PathLike, dst: str | os.PathLike,
+                     checkpoint: str | os.PathLike | None, target: str | os.PathLike | None = None, lam: float | None = None,
                      device: str = "cpu", overwrite: bool = False) -> dict:
-    """``deid image``: read ``src``, de-identify every face, write ``dst`` atomically."""
+    """``deid image``: read ``src``, de-identify every face, write ``dst`` atomically
+    (``checkpoint`` None: the starter checkpoint, :func:`resolve_checkpoint`)."""
     from deid_core.align import read_image, write_image
     src, dst = Path(src), Path(dst)
     if not src.is_file():
@@ -193,7 +208,7 @@ def deidentify_image(src: str | os.PathLike, dst: str | os.PathLike, checkpoint:
         raise DeidError(f"output {dst} is the input: inputs are never overwritten")
     if dst.exists() and not overwrite:
         raise DeidError(f"output {dst} exists: pass --overwrite to replace it")
-    deid = Deidentifier.from_checkpoint(checkpoint, device)
+    deid = Deidentifier.from_checkpoint(resolve_checkpoint(checkpoint), device)
     emb = deid.embed_target(target) if target is not None else None
     frame = read_image(src)
     out, info = deid(frame, emb, lam)

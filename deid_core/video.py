@@ -1217,7 +1217,8 @@ def build_pipeline(checkpoint: str | os.PathLike | None, target: str | os.PathLi
                    ) -> tuple[Any, NetFn | NetProvider]:
     """The ``(aligner, net)`` pair for :func:`deidentify_video` / :func:`run_live`.
 
-    With a checkpoint: ``inference.Deidentifier`` and the target's embedding (or, without
+    With a checkpoint (None: the committed starter checkpoint when present):
+    ``inference.Deidentifier`` and the target's embedding (or, without
     ``target``, each face track's own first appearance). ``passthrough=True`` runs the
     pipeline with the identity network (debugging; nothing is de-identified).
     """
@@ -1226,17 +1227,14 @@ def build_pipeline(checkpoint: str | os.PathLike | None, target: str | os.PathLi
         aligner = FaceAligner(AlignConfig(detector=detector, upsample=upsample,
                                           detect_scale=detect_scale))
         return aligner, passthrough_net
-    if checkpoint is None:
-        raise DeidError("no model checkpoint given: pass --checkpoint FILE.pt (train one with "
-                        "the training notebook / `deid train`), or --passthrough to test the "
-                        "pipeline without de-identification")
-    ckpt = Path(checkpoint)
+    from deid_core.inference import Deidentifier, resolve_checkpoint
+    try:
+        ckpt = resolve_checkpoint(checkpoint)
+    except DeidError as exc:
+        raise DeidError(f"{exc}, or --passthrough to test the pipeline without "
+                        "de-identification") from None
     if not ckpt.is_file():
         raise DeidError(f"checkpoint not found: {ckpt}")
-    try:
-        from deid_core.inference import Deidentifier
-    except ImportError as exc:
-        raise DeidError(f"the inference module is not available ({exc})") from exc
     det_cfg = dict(detector=detector, upsample=upsample, detect_scale=detect_scale)
     img = check_target_image(target, FaceAligner(AlignConfig(**det_cfg))) if target else None
     deid = Deidentifier.from_checkpoint(ckpt, device)

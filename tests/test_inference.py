@@ -165,3 +165,25 @@ def test_eval_lam_reaches_the_de_id_rows(ckpts, portraits, deid):
         outs[lam] = t["deid"](portraits[0], face.landmarks)
         assert outs[lam].shape == portraits[0].shape
     assert np.abs(outs[0.0].astype(int) - outs[2e-5].astype(int)).max() > 0
+
+
+def test_demos_default_to_the_starter_checkpoint(ckpts, portrait_paths, tmp_path, monkeypatch):
+    """`deid image/video/live` without --checkpoint use data/checkpoints/*.pt when present,
+    and say what to pass when there is none."""
+    from deid_core import paths
+    from deid_core.inference import resolve_checkpoint
+    from deid_core.video import build_pipeline
+    monkeypatch.setattr(paths, "CHECKPOINT_DIR", tmp_path / "none")
+    with pytest.raises(DeidError, match="--checkpoint"):
+        resolve_checkpoint(None)
+    with pytest.raises(DeidError, match="--passthrough"):
+        build_pipeline(None)
+    assert resolve_checkpoint(ckpts["fixed"]) == Path(ckpts["fixed"])
+    shelf = tmp_path / "checkpoints"
+    shelf.mkdir()
+    shutil.copy(ckpts["cond"], shelf / "compact-128-lamcond_starter.pt")
+    monkeypatch.setattr(paths, "CHECKPOINT_DIR", shelf)
+    assert resolve_checkpoint(None) == shelf / "compact-128-lamcond_starter.pt"
+    out = tmp_path / "out.jpg"
+    assert main(["image", str(portrait_paths[0]), str(out), "--lam", "1e-6"]) == 0
+    assert out.is_file()
