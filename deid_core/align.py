@@ -654,10 +654,11 @@ class PrepareSummary:
         return dataclasses.asdict(self)
 
 
-def list_images(src_dir: Path) -> list[tuple[Path, str]]:
+def list_images(src_dir: str | os.PathLike) -> list[tuple[Path, str]]:
     """Image files under ``src_dir`` (sorted) with their person: the first folder below
     ``src_dir`` (LFW / CelebA folder-per-person), or the file stem for files directly in
     ``src_dir`` (flat NASA layout). Hidden files and folders are ignored."""
+    src_dir = Path(src_dir)
     out = []
     for p in sorted(src_dir.rglob("*")):
         rel = p.relative_to(src_dir)

@@ -180,6 +180,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    help="paper-128, paper-256, compact-128 (append -lamcond for the λ-conditioned variant)")
     p.add_argument("--data", nargs="+", required=True, help="face cache folder(s) from `deid prepare`")
     p.add_argument("--out", required=True, help="run folder (checkpoint.pt, losses.csv, samples/)")
+    p.add_argument("--hold-out", nargs="+", default=[], metavar="FOLDER",
+                   help="leave out of training every person of these image folders (folder per "
+                        "person, or flat: stem = person), e.g. data/sample/portraits for evaluation")
     p.add_argument("--steps", type=int, default=None, help="iterations (default: 230k / 80k as in §4)")
     p.add_argument("--batch", type=int, default=None, help="global batch (default 32 / 64, §4)")
     p.add_argument("--lr", type=float, default=1e-4)
@@ -217,7 +220,16 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
             except ValueError as exc:
                 raise DeidError(f"bad --lam {args.lam}: {exc}") from exc
         steps = args.steps or (80_000 if size >= 256 else 230_000)
+        held = []
+        if args.hold_out:
+            from pathlib import Path
+            from deid_core.align import list_images
+            for folder in args.hold_out:
+                if not Path(folder).is_dir():
+                    raise DeidError(f"--hold-out folder not found: {folder}")
+                held += [person for _, person in list_images(folder)]
         cfg = TrainConfig(preset=args.preset, data=list(args.data), out=args.out, steps=steps,
+                          exclude_persons=sorted(set(held)),
                           batch=args.batch, lr=args.lr, identity=args.identity,
                           device=args.device, amp=args.amp, ckpt_every=args.ckpt_every,
                           sample_every=args.sample_every, workers=args.workers,

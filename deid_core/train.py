@@ -64,6 +64,7 @@ class TrainConfig:
     preset: str = "compact-128"
     model: dict = field(default_factory=dict)          # ModelConfig overrides
     data: list = field(default_factory=list)           # face-cache folders (mixed sources)
+    exclude_persons: list = field(default_factory=list)  # identities held out of training
     out: str = "runs/run"
     steps: int = 1000
     batch: int | None = None                           # None: 32 (128 px) / 64 (256 px), §4
@@ -443,7 +444,8 @@ class Trainer:
         if self.dataset is None:
             if not cfg.data:
                 raise DeidError("no training data: give one or more face caches (--data)")
-            self.dataset = FaceCacheDataset(cfg.data, size=self.mcfg.size)
+            self.dataset = FaceCacheDataset(cfg.data, size=self.mcfg.size,
+                                            exclude_persons=cfg.exclude_persons)
         if getattr(self.dataset, "size", self.mcfg.size) != self.mcfg.size:
             raise DeidError(f"data crops are {self.dataset.size}² but {self.mcfg.name} needs "
                             f"{self.mcfg.size}²")

@@ -145,6 +145,27 @@ def test_cli_train_and_resume_on_a_prepared_cache(portrait_paths, tmp_path, caps
     assert main(["train", "--data", str(tmp_path / "cache"), "--out", str(run), "--lam", "x:y"]) == 1
 
 
+def test_cli_train_holds_out_the_persons_of_a_folder(portrait_paths, tmp_path, capsys):
+    from deid_core.align import prepare_faces
+    src, held = tmp_path / "src", tmp_path / "held"
+    src.mkdir()
+    held.mkdir()
+    for p in portrait_paths[:2]:
+        shutil.copy(p, src / p.name)
+    shutil.copy(portrait_paths[0], held / portrait_paths[0].name)
+    prepare_faces(src, tmp_path / "cache", size=128, progress=False)
+    base = ["train", "--preset", "compact-128", "--data", str(tmp_path / "cache"), "--batch", "1",
+            "--threads", "1", "--no-progress", "--steps", "1", "--identity", "none"]
+    assert main(base + ["--out", str(tmp_path / "r1"), "--hold-out", str(held)]) == 0
+    cfg = json.loads((tmp_path / "r1" / "config.json").read_text())["train"]
+    assert cfg["exclude_persons"] == [portrait_paths[0].stem]
+    shutil.copy(portrait_paths[1], held / portrait_paths[1].name)   # everyone held out
+    assert main(base + ["--out", str(tmp_path / "r2"), "--hold-out", str(held)]) == 1
+    assert "no faces" in capsys.readouterr().err
+    assert main(base + ["--out", str(tmp_path / "r3"), "--hold-out", str(tmp_path / "nope")]) == 1
+    assert "--hold-out folder not found" in capsys.readouterr().err
+
+
 def test_cli_train_lam_range_needs_two_values_for_lamcond(tmp_path, capsys):
     args = ["train", "--preset", "compact-128-lamcond", "--data", str(tmp_path), "--out",
             str(tmp_path / "r"), "--lam", "1e-6"]
