@@ -377,13 +377,11 @@ def nb_02() -> list:
                              {lam: deid_transform(ckpt, lam=lam, device=device) for lam in lams},
                              nets, name="fig9_lambda_sweep", labels=sources)
         display(sweep)
-        display(Image(filename=str(results / "figures" / "fig9_lambda_sweep_grid.png")))
+        display(Image(filename=str(results / "figures" / "fig9_lambda_sweep.png")))
         display(Image(filename=str(results / "figures" / "fig9_lambda_sweep_distance.png")))
         """),
         code("""
-        from scipy.stats import spearmanr
-        curves = {n: sweep[sweep["evaluator"] == n].sort_values("lambda") for n in evaluator_names}
-        rho = {n: float(spearmanr(c["lambda"], c["descriptor distance"]).statistic) for n, c in curves.items()}
+        rho = sweep.attrs["spearman"]
         print("Spearman ρ(λ, descriptor distance):", rho)
         """),
         md("""

@@ -19,10 +19,18 @@ from deid_core.evaluate import metrics
 
 def lambda_sweep(images: Sequence[np.ndarray], landmarks: Sequence[np.ndarray],
                  transforms: dict[float, Callable], evaluators: Sequence, name: str = "fig9_lambda",
-                 labels: Sequence[str] | None = None, crop: int = 128) -> pd.DataFrame:
-    """Run every λ on every image; write ``figures/NAME_grid.png``, ``figures/NAME_distance.png``
-    and ``tables/NAME.csv|md`` (pixel and descriptor distance per λ and evaluator)."""
+                 labels: Sequence[str] | None = None, crop: int = 128,
+                 grid_rows: int = 6) -> pd.DataFrame:
+    """Run every λ on every image; write ``figures/NAME.png`` (source | outputs by λ, the
+    first ``grid_rows`` faces), ``figures/NAME_distance.png`` and ``tables/NAME.csv|md``.
+
+    Per λ and evaluator: RGB distance, descriptor distance source → output, same-person rate,
+    and the landmark NME of the output (dlib's 68 points predicted in the same box on source and
+    output, over the outer inter-ocular distance: pose and expression kept, issue 9). Spearman
+    ρ(λ, descriptor distance) per evaluator is in the table notes and ``df.attrs["spearman"]``.
+    """
     import matplotlib.pyplot as plt
+    from scipy.stats import spearmanr
     from deid_core.align import FaceAligner
     from deid_core.evaluate.tables import results_dir, write_table
     if not transforms:
@@ -31,6 +39,10 @@ def lambda_sweep(images: Sequence[np.ndarray], landmarks: Sequence[np.ndarray],
     labels = list(labels or [str(i + 1) for i in range(len(images))])
     al = FaceAligner(size=crop)
     outs = {lam: [transforms[lam](im, lm) for im, lm in zip(images, landmarks)] for lam in lams}
+    boxes = [_detector_box(al, im, lm) for im, lm in zip(images, landmarks)]
+    lm_src = np.stack([al.landmarks(im, b) for im, b in zip(images, boxes)])
+    nme = {lam: metrics.nme(np.stack([al.landmarks(o, b) for o, b in zip(outs[lam], boxes)]), lm_src)
+           for lam in lams}
     rows = []
     for net in evaluators:
         e0 = np.concatenate([net.embed_faces(im, [lm]) for im, lm in zip(images, landmarks)])
@@ -41,14 +53,24 @@ def lambda_sweep(images: Sequence[np.ndarray], landmarks: Sequence[np.ndarray],
             rows.append({"lambda": lam, "evaluator": net.name, "images": len(images),
                          "RGB distance": float(np.mean(px)), "descriptor distance": float(dd.mean()),
                          "same-person rate": float((net.distance(e0, e1) < net.threshold).mean()),
+                         "landmark NME": float(nme[lam].mean()),
                          "paper": "Fig. 9: λ = -5e-7, -1e-6, -2e-6 (qualitative)"})
     df = pd.DataFrame(rows)
+    rho = {}
+    if len(lams) >= 3:
+        for net_name, d in df.groupby("evaluator", sort=False):
+            rho[net_name] = float(spearmanr(d["lambda"], d["descriptor distance"]).statistic)
+    df.attrs["spearman"] = rho
     write_table(name, df, "Fig. 9 — distance from the source vs λ", [
-        "Descriptor distance: L2 between unit-normalised evaluator embeddings; RGB: mean |Δ| (0-255)."])
+        "Descriptor distance: L2 between unit-normalised evaluator embeddings; RGB: mean |Δ| (0-255).",
+        "Landmark NME: dlib 68 points of the output vs the source (same box), / outer inter-ocular distance.",
+        *([("Spearman ρ(λ, descriptor distance): "
+            + ", ".join(f"{k} {v:.3f}" for k, v in rho.items()))] if rho else [])])
     # grid: rows = images, columns = source + λ
-    fig, axes = plt.subplots(len(images), len(lams) + 1, figsize=(1.6 * (len(lams) + 1), 1.7 * len(images)),
+    k = min(grid_rows, len(images))
+    fig, axes = plt.subplots(k, len(lams) + 1, figsize=(1.6 * (len(lams) + 1), 1.7 * k),
                              squeeze=False)
-    for r, (im, lm) in enumerate(zip(images, landmarks)):
+    for r, (im, lm) in enumerate(zip(images[:k], landmarks[:k])):
         M = al.transform(lm)
         for c, (title, x) in enumerate([("source", im)] + [(f"λ={lam:g}", outs[lam][r]) for lam in lams]):
             ax = axes[r][c]
@@ -59,10 +81,13 @@ def lambda_sweep(images: Sequence[np.ndarray], landmarks: Sequence[np.ndarray],
     fig.tight_layout()
     figs = results_dir() / "figures"
     figs.mkdir(parents=True, exist_ok=True)
-    _save(fig, figs / f"{name}_grid.png")
+    _save(fig, figs / f"{name}.png")
     fig, ax1 = plt.subplots(figsize=(5, 3.2))
     for net_name, d in df.groupby("evaluator"):
         ax1.plot(d["lambda"], d["descriptor distance"], "o-", label=f"descriptor ({net_name})")
+    positive = [lam for lam in lams if lam > 0]
+    if positive and positive[-1] / positive[0] >= 100:   # λ spans decades: log axis (0 kept)
+        ax1.set_xscale("symlog", linthresh=positive[0])
     ax2 = ax1.twinx()
     d0 = df[df.evaluator == df.evaluator.iloc[0]]
     ax2.plot(d0["lambda"], d0["RGB distance"], "s--", color="gray", label="RGB")
@@ -74,6 +99,17 @@ def lambda_sweep(images: Sequence[np.ndarray], landmarks: Sequence[np.ndarray],
     fig.tight_layout()
     _save(fig, figs / f"{name}_distance.png")
     return df
+
+
+def _detector_box(al, image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+    """The detector's box of the face with these landmarks (dlib's predictor is trained on
+    detector boxes), else the landmarks' bounding box."""
+    faces = al.detect(image)
+    if faces:
+        best = min(faces, key=lambda f: np.abs(f.landmarks - landmarks).mean())
+        if np.abs(best.landmarks - landmarks).mean() < 0.1 * np.ptp(landmarks[:, 0]):
+            return np.asarray(best.box, np.float64)
+    return np.r_[np.min(landmarks, 0), np.max(landmarks, 0)]
 
 
 def _save(fig, path: Path) -> None:
