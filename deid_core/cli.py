@@ -265,6 +265,27 @@ def _add_image(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="weights-only copy of a training checkpoint (fp16), e.g. "
+                                      "to share or commit a model")
+    p.add_argument("checkpoint", help="training checkpoint (RUN/checkpoint.pt)")
+    p.add_argument("output", help="weights file to write (.pt)")
+    p.add_argument("--lam", type=float, default=None,
+                   help="default λ of a λ-conditioned model (used when none is given)")
+    p.add_argument("--fp32", action="store_true", help="keep fp32 weights")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing OUTPUT")
+
+    def run(args: argparse.Namespace) -> int:
+        import os
+        from deid_core.inference import export_weights
+        out = export_weights(args.checkpoint, args.output, half=not args.fp32, lam=args.lam,
+                             overwrite=args.overwrite)
+        print(json.dumps({"output": str(out), "bytes": os.path.getsize(out)}))
+        return 0
+
+    p.set_defaults(func=run)
+
+
 def _add_eval(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="reproduce the paper's evaluation: lfw (Table 5), rank (Table 4), "
                                     "table3, lambda (Fig. 9), attributes, gallery, user-study (Table 2)")
@@ -272,7 +293,8 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     add_eval_subcommands(p)
 
 
-COMMANDS = [_add_info, _add_align, _add_video, _add_live, _add_prepare, _add_embed, _add_train, _add_image, _add_eval]
+COMMANDS = [_add_info, _add_align, _add_video, _add_live, _add_prepare, _add_embed, _add_train, _add_export,
+            _add_image, _add_eval]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -57,13 +57,25 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     return ck
 
 
-def export_weights(src: str | os.PathLike, dst: str | os.PathLike, half: bool = True) -> Path:
-    """Weights-only copy of a training checkpoint (generator + config + λ state), fp16 by default."""
+def export_weights(src: str | os.PathLike, dst: str | os.PathLike, half: bool = True,
+                   lam: float | None = None, overwrite: bool = False) -> Path:
+    """Weights-only copy of a training checkpoint (generator + config + λ state), fp16 by
+    default. ``lam`` sets the default λ of a λ-conditioned model (used when none is given)."""
     from deid_core.train import atomic_save
+    src, dst = Path(src), Path(dst)
+    if dst.exists() and (not overwrite or dst.resolve() == src.resolve()):
+        raise DeidError(f"{dst} exists: choose another output (or --overwrite; never the input)")
     ck = load_checkpoint(src)
     gen = {k: (v.half() if half and v.is_floating_point() else v) for k, v in ck["generator"].items()}
     lam_state = {k: v for k, v in ck.get("lam_state", {}).items() if k != "schedule"}
     lam_state["schedule"] = [list(map(float, s)) for s in ck.get("lam_state", {}).get("schedule", [])]
+    if lam is not None:
+        if not ck["config"]["model"].get("lam_cond"):
+            raise DeidError("--lam sets the default λ of a λ-conditioned checkpoint; "
+                            f"{src} was trained with a fixed λ")
+        if not np.isfinite(lam) or lam < 0:
+            raise DeidError(f"λ must be a finite number ≥ 0, got {lam}")
+        lam_state["lam"] = float(lam)
     cfg = {"model": ck["config"]["model"]}
     return atomic_save({"config": cfg, "generator": gen, "step": int(ck.get("step", 0)),
                         "lam_state": lam_state, "deid_version": ck.get("deid_version")}, Path(dst))

@@ -142,6 +142,13 @@ def test_cli_train_and_resume_on_a_prepared_cache(portrait_paths, tmp_path, caps
     w = export_weights(run / "checkpoint.pt", tmp_path / "w.pt")
     d = Deidentifier.from_checkpoint(w, "cpu")
     assert d.cfg.name == "compact-128" and w.stat().st_size < 25e6
+    # `deid export`: never over an existing file; --lam only for a λ-conditioned model
+    before = w.read_bytes()
+    assert main(["export", str(run / "checkpoint.pt"), str(w)]) == 1 and w.read_bytes() == before
+    assert main(["export", str(run / "checkpoint.pt"), str(tmp_path / "w2.pt"), "--lam", "1e-6"]) == 1
+    assert "fixed λ" in capsys.readouterr().err
+    assert main(["export", str(run / "checkpoint.pt"), str(tmp_path / "w2.pt")]) == 0
+    assert json.loads(capsys.readouterr().out)["bytes"] == (tmp_path / "w2.pt").stat().st_size
     assert main(["train", "--data", str(tmp_path / "cache"), "--out", str(run), "--lam", "x:y"]) == 1
 
 
@@ -205,6 +212,9 @@ def test_demos_default_to_the_starter_checkpoint(ckpts, portrait_paths, tmp_path
     shutil.copy(ckpts["cond"], shelf / "compact-128-lamcond_starter.pt")
     monkeypatch.setattr(paths, "CHECKPOINT_DIR", shelf)
     assert resolve_checkpoint(None) == shelf / "compact-128-lamcond_starter.pt"
+    # the default λ of a λ-conditioned export is the one it is given
+    export_weights(ckpts["cond"], tmp_path / "dial.pt", lam=7e-6)
+    assert Deidentifier.from_checkpoint(tmp_path / "dial.pt", "cpu").resolve_lam(None)[0] == 7e-6
     out = tmp_path / "out.jpg"
     assert main(["image", str(portrait_paths[0]), str(out), "--lam", "1e-6"]) == 0
     assert out.is_file()
