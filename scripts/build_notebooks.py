@@ -381,8 +381,10 @@ def nb_02() -> list:
         display(Image(filename=str(results / "figures" / "fig9_lambda_sweep_distance.png")))
         """),
         code("""
+        curves = {n: sweep[sweep["evaluator"] == n].sort_values("lambda") for n in evaluator_names}
         rho = sweep.attrs["spearman"]
         print("Spearman ρ(λ, descriptor distance):", rho)
+        print("landmark NME by λ:", curves[evaluator_names[0]]["landmark NME"].round(4).tolist())
         """),
         md("""
         ## The λ dial (interactive)
@@ -408,6 +410,7 @@ def nb_02() -> list:
         dial = plots.lambda_explorer(
             render, sources=list(images), targets=["(itself)", *images],
             lam_value=positive[len(positive) // 2] if positive else 1e-6,
+            lam_max=max([*positive, 1e-5]),
             source_image=lambda s: align_face(images[s], aligner, faces[s])["crop"])
         display(dial)
         """),
