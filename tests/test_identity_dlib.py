@@ -123,6 +123,16 @@ def test_crop_to_chip_tensor_close_to_dlib(ident, faces):
             assert ident.distance(e1, e2)[0] < 0.02
 
 
+def test_crop_to_chip_tensor_shared_landmarks_batch(ident, faces):
+    """One landmark set for the batch (training crops) == the same set given per example."""
+    img, _, lm = faces[0]
+    x = torch.from_numpy(np.stack([img, img[:, ::-1]])[:, ::2, ::2].copy()).permute(0, 3, 1, 2).float() / 127.5 - 1
+    shared = ident.crop_to_chip_tensor(x, lm / 2)
+    per = ident.crop_to_chip_tensor(x, np.stack([lm / 2, lm / 2]))
+    assert shared.shape == (2, 3, 150, 150) and torch.allclose(shared, per, atol=1e-5)
+    assert not torch.allclose(shared[0], shared[1])
+
+
 def test_gradients_flow(ident, faces):
     img, _, lm = faces[0]
     crop = torch.from_numpy(img[::2, ::2].copy()).permute(2, 0, 1)[None].float() / 127.5 - 1

@@ -189,30 +189,34 @@ def crop_to_chip_tensor(x: torch.Tensor, crop_landmarks68, size: int = 150,
                         f"{getattr(x, 'dtype', type(x))} {tuple(getattr(x, 'shape', ()))}")
     lms = np.asarray(crop_landmarks68.detach().cpu() if torch.is_tensor(crop_landmarks68) else crop_landmarks68,
                      dtype=np.float64)
-    if lms.ndim == 2:
-        lms = np.broadcast_to(lms, (x.shape[0],) + lms.shape)
-    if lms.shape[0] != x.shape[0]:
-        raise DeidError(f"crop_to_chip_tensor: {lms.shape[0]} landmark sets for {x.shape[0]} images")
     n, _, h, w = x.shape
-    pix = (x + 1.0) * 127.5
-    out = []
-    for i in range(n):
-        angle, rect = dlib_chip_details(lms[i], size, padding)
-        level, (ox, oy), rc = _pyramid_plan(angle, rect, size, w, h)
-        img = pix[i:i + 1]
-        if level >= 0:
-            img = img[:, :, oy:, ox:]
-            for _ in range(level + 1):
-                img = _pyr_down(img)
-        M = torch.from_numpy(_chip_matrix(angle, rc, size)).to(x)
-        ih, iw = img.shape[2], img.shape[3]
-        ys, xs = torch.meshgrid(torch.arange(size, dtype=x.dtype, device=x.device),
-                                torch.arange(size, dtype=x.dtype, device=x.device), indexing="ij")
-        px = M[0, 0] * xs + M[0, 1] * ys + M[0, 2]
-        py = M[1, 0] * xs + M[1, 1] * ys + M[1, 2]
-        grid = torch.stack([2 * px / (iw - 1) - 1, 2 * py / (ih - 1) - 1], -1)[None]
-        out.append(F.grid_sample(img, grid, mode="bilinear", padding_mode="zeros", align_corners=True))
-    return torch.cat(out) / 127.5 - 1.0
+    if lms.ndim == 2:    # one landmark set for the batch (training crops): one grid, no loop
+        return _chip_batch(x, lms, size, padding)
+    if lms.shape[0] != n:
+        raise DeidError(f"crop_to_chip_tensor: {lms.shape[0]} landmark sets for {n} images")
+    return torch.cat([_chip_batch(x[i:i + 1], lms[i], size, padding) for i in range(n)])
+
+
+def _chip_batch(x: torch.Tensor, lm: np.ndarray, size: int, padding: float) -> torch.Tensor:
+    """:func:`crop_to_chip_tensor` for a batch sharing one (68, 2) landmark set."""
+    h, w = x.shape[2], x.shape[3]
+    angle, rect = dlib_chip_details(lm, size, padding)
+    level, (ox, oy), rc = _pyramid_plan(angle, rect, size, w, h)
+    img = (x + 1.0) * 127.5
+    if level >= 0:
+        img = img[:, :, oy:, ox:]
+        for _ in range(level + 1):
+            img = _pyr_down(img)
+    M = torch.from_numpy(_chip_matrix(angle, rc, size)).to(x)
+    ih, iw = img.shape[2], img.shape[3]
+    ys, xs = torch.meshgrid(torch.arange(size, dtype=x.dtype, device=x.device),
+                            torch.arange(size, dtype=x.dtype, device=x.device), indexing="ij")
+    px = M[0, 0] * xs + M[0, 1] * ys + M[0, 2]
+    py = M[1, 0] * xs + M[1, 1] * ys + M[1, 2]
+    grid = torch.stack([2 * px / (iw - 1) - 1, 2 * py / (ih - 1) - 1], -1)[None]
+    grid = grid.expand(img.shape[0], -1, -1, -1)
+    out = F.grid_sample(img, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+    return out / 127.5 - 1.0
 
 
 def arcface_five_points(landmarks68: np.ndarray) -> np.ndarray:
