@@ -490,26 +490,34 @@ def test_odd_size_and_4k_frames(portraits, tmp_path):
     assert f["size"] == (3840, 2160) and f["frames"] == 2 and s["frames_with_faces"] == 2
 
 
-def test_pcm_audio_is_reencoded_to_aac(tmp_path):
-    """Audio mp4 cannot hold (PCM from .mov/.avi) is re-encoded to AAC, same duration."""
-    n, fps, rate = 25, 25, 16000
-    src = tmp_path / "pcm.mov"
-    with av.open(str(src), "w") as out:
-        vs = out.add_stream("libx264", rate=fps)
+def _write_av(path: Path, vcodec: str, n: int, fps: int, acodec: str, rate: int, layout: str,
+              audio_frames: list) -> Path:
+    """A synthetic 160×120 A/V file: n gray frames and the given audio frames."""
+    with av.open(str(path), "w") as out:
+        vs = out.add_stream(vcodec, rate=fps)
         vs.width, vs.height, vs.pix_fmt = 160, 120, "yuv420p"
-        as_ = out.add_stream("pcm_s16le", rate=rate, layout="mono")
-        t = np.arange(rate) / rate
-        pcm = (0.3 * np.sin(2 * np.pi * 440 * t) * 32767).astype(np.int16)[None]
-        af = av.AudioFrame.from_ndarray(pcm, format="s16", layout="mono")
-        af.sample_rate, af.pts = rate, 0
-        for pkt in as_.encode(af):
-            out.mux(pkt)
+        as_ = out.add_stream(acodec, rate=rate, layout=layout)
+        for af in audio_frames:
+            for pkt in as_.encode(af):
+                out.mux(pkt)
         for i in range(n):
-            f = np.full((120, 160, 3), 10 * i % 255, np.uint8)
+            f = np.full((120, 160, 3), 8 * i % 255, np.uint8)
             for pkt in vs.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
                 out.mux(pkt)
         for pkt in list(vs.encode()) + list(as_.encode()):
             out.mux(pkt)
+    return path
+
+
+def test_pcm_audio_is_reencoded_to_aac(tmp_path):
+    """Audio mp4 cannot hold (PCM from .mov/.avi) is re-encoded to AAC, same duration."""
+    n, fps, rate = 25, 25, 16000
+    src = tmp_path / "pcm.mov"
+    t = np.arange(rate) / rate
+    pcm = (0.3 * np.sin(2 * np.pi * 440 * t) * 32767).astype(np.int16)[None]
+    af = av.AudioFrame.from_ndarray(pcm, format="s16", layout="mono")
+    af.sample_rate, af.pts = rate, 0
+    _write_av(src, "libx264", n, fps, "pcm_s16le", rate, "mono", [af])
     with pytest.warns(UserWarning, match="no face"):
         s = V.deidentify_video(src, tmp_path / "o.mp4", CachedAligner(), passthrough_net,
                                V.VideoConfig(progress=False))
@@ -567,24 +575,15 @@ def test_common_containers(tmp_path, suffix, vcodec, acodec, mode):
     """webm/mkv/avi in → H.264 mp4 out, same frame count and fps, audio copied or AAC."""
     n, fps, rate = 12, 25, 48000
     src = tmp_path / f"in{suffix}"
-    with av.open(str(src), "w") as out:
-        vs = out.add_stream(vcodec, rate=fps)
-        vs.width, vs.height, vs.pix_fmt = 160, 120, "yuv420p"
-        as_ = out.add_stream(acodec, rate=rate, layout="stereo")
-        t = np.arange(int(rate * n / fps)) / rate
-        wave = (0.2 * np.sin(2 * np.pi * 330 * t)).astype(np.float32)
-        for k in range(0, len(t), 960):   # float planar in; PyAV converts to the codec's format
-            blk = np.ascontiguousarray(np.stack([wave[k:k + 960]] * 2))
-            af = av.AudioFrame.from_ndarray(blk, format="fltp", layout="stereo")
-            af.sample_rate, af.pts = rate, k
-            for pkt in as_.encode(af):
-                out.mux(pkt)
-        for i in range(n):
-            f = np.full((120, 160, 3), 8 * i, np.uint8)
-            for pkt in vs.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
-                out.mux(pkt)
-        for pkt in list(vs.encode()) + list(as_.encode()):
-            out.mux(pkt)
+    t = np.arange(int(rate * n / fps)) / rate
+    wave = (0.2 * np.sin(2 * np.pi * 330 * t)).astype(np.float32)
+    frames = []
+    for k in range(0, len(t), 960):   # float planar in; PyAV converts to the codec's format
+        af = av.AudioFrame.from_ndarray(np.ascontiguousarray(np.stack([wave[k:k + 960]] * 2)),
+                                        format="fltp", layout="stereo")
+        af.sample_rate, af.pts = rate, k
+        frames.append(af)
+    _write_av(src, vcodec, n, fps, acodec, rate, "stereo", frames)
     with pytest.warns(UserWarning, match="no face"):
         s = V.deidentify_video(src, tmp_path / "o.mp4", CachedAligner(), passthrough_net,
                                V.VideoConfig(progress=False))
