@@ -13,6 +13,13 @@ from deid_core import __version__
 from deid_core.errors import DeidError
 
 
+def _add_detector_args(p: argparse.ArgumentParser) -> None:
+    """Face detector choice (paper §3 step a) shared by the commands that detect faces."""
+    from deid_core.align import DETECTORS
+    p.add_argument("--detector", default="hog", choices=list(DETECTORS))
+    p.add_argument("--upsample", type=int, default=0, help="dlib detector upsampling (small faces)")
+
+
 def _add_info(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("info", help="print versions, CUDA and which model files were found (JSON)")
 
@@ -32,8 +39,7 @@ def _add_align(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", default=None, help="landmarks JSON (default: OUTPUT with .json)")
     p.add_argument("--size", type=int, default=256, help="crop side in pixels (128 or 256)")
     p.add_argument("--margin", type=float, default=None, help="crop margin per side (default 0.2)")
-    p.add_argument("--detector", default="hog", choices=["hog", "cnn", "mtcnn"])
-    p.add_argument("--upsample", type=int, default=0, help="dlib detector upsampling (small faces)")
+    _add_detector_args(p)
     p.add_argument("--face", type=int, default=0, help="which face to crop, largest first")
 
     def run(args: argparse.Namespace) -> int:
@@ -57,8 +63,7 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
     p.add_argument("--passthrough", action="store_true",
                    help="debug: identity network (runs the pipeline, de-identifies nothing)")
-    p.add_argument("--detector", default="hog", choices=["hog", "cnn", "mtcnn"])
-    p.add_argument("--upsample", type=int, default=0, help="dlib detector upsampling (small faces)")
+    _add_detector_args(p)
     p.add_argument("--detect-scale", type=float, default=1.0,
                    help="run the detector on the frame scaled by this (fast path, <= 1)")
     p.add_argument("--detect-every", type=int, default=None,
@@ -135,8 +140,7 @@ def _add_prepare(sub: argparse._SubParsersAction) -> None:
     p.add_argument("src", help="image folder: one sub-folder per person, or flat (stem = person)")
     p.add_argument("dst", help="cache folder (created; an existing cache is resumed)")
     p.add_argument("--size", type=int, default=128, help="crop side in pixels (128 or 256)")
-    p.add_argument("--detector", default="hog", choices=["hog", "cnn", "mtcnn"])
-    p.add_argument("--upsample", type=int, default=0, help="dlib detector upsampling (small faces)")
+    _add_detector_args(p)
     p.add_argument("--format", default="png", choices=["png", "jpg"], help="crop file format")
     p.add_argument("--limit", type=int, default=None, help="only the first N images (sorted)")
 
