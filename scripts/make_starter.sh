@@ -17,6 +17,7 @@ cd "$(dirname "$0")/.."
 DEVICE=${DEVICE:-cpu}
 STEPS=${STEPS:-6000}
 BATCH=${BATCH:-8}
+LR=${LR:-5e-4}
 THREADS=${THREADS:-2}
 LAM_LO=${LAM_LO:-1e-7}
 LAM_HI=${LAM_HI:-2e-5}
@@ -33,7 +34,7 @@ deid prepare "$SHARED/celeba-wild-256" "$CACHE/faces/celeba-wild-256_s128_hog"
 deid prepare "$SHARED/nasa-portraits" "$CACHE/faces/nasa-portraits_s128_hog"
 deid train --preset compact-128-lamcond \
     --data "$CACHE/faces/celeba-wild-256_s128_hog" "$CACHE/faces/nasa-portraits_s128_hog" \
-    --hold-out data/sample/portraits --out "$RUN" --steps "$STEPS" --batch "$BATCH" \
+    --hold-out data/sample/portraits --out "$RUN" --steps "$STEPS" --batch "$BATCH" --lr "$LR" \
     --lam "$LAM_LO" "$LAM_HI" --device "$DEVICE" --threads "$THREADS" \
     --ckpt-every 250 --sample-every 500 ${RESUME:+--resume}
 mkdir -p "$(dirname "$OUT")"
