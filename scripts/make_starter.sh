@@ -48,3 +48,12 @@ deid eval rank --evaluator sface --checkpoint "$OUT" --probe-identities 300 \
     --max-extra-identities 1000 --name starter_table4_rank_sface
 deid eval rank --evaluator facenet-casia --checkpoint "$OUT" --probe-identities 300 \
     --max-extra-identities 1000 --name starter_table4_rank_facenet
+# the card's evidence beside the weights (results/ itself is not committed)
+CARD_DIR="$(dirname "$OUT")/eval"
+mkdir -p "$CARD_DIR"
+RES=${DEID_RESULTS:-results}
+cp "$RES"/figures/lambda_dial.png "$RES"/figures/lambda_dial_distance.png "$CARD_DIR"/
+for t in lambda_dial starter_table3 starter_table5_lfw starter_table4_rank_sface starter_table4_rank_facenet; do
+    [ -f "$RES/tables/$t.md" ] && cp "$RES/tables/$t.md" "$CARD_DIR/"
+done
+echo "weights: $OUT ($(du -h "$OUT" | cut -f1)); evidence: $CARD_DIR — update MODEL_CARD.md with these numbers"
