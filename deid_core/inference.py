@@ -208,8 +208,8 @@ class Deidentifier:
 
 
 def deidentify_image(src: str | os.PathLike, dst: str | os.PathLike,
-                     checkpoint: str | os.PathLike | None, target: str | os.PathLike | None = None, lam: float | None = None,
-                     device: str = "cpu", overwrite: bool = False) -> dict:
+                     checkpoint: str | os.PathLike | None, target: str | os.PathLike | None = None,
+                     lam: float | None = None, device: str = "cpu", overwrite: bool = False) -> dict:
     """``deid image``: read ``src``, de-identify every face, write ``dst`` atomically
     (``checkpoint`` None: the starter checkpoint, :func:`resolve_checkpoint`)."""
     from deid_core.align import read_image, write_image
