@@ -229,7 +229,7 @@ def test_smoke_02_lambda_sweep_and_widget_state(smoke_run):
         d = np.asarray(r2["distance"][name], dtype=float)
         assert d.shape == (len(prof.lams),) and np.isfinite(d).all() and (d >= 0).all()
     assert (res / "figures" / "fig9_lambda_sweep_distance.png").is_file()
-    assert (res / "figures" / "fig9_lambda_sweep_grid.png").is_file()
+    assert (res / "figures" / "fig9_lambda_sweep.png").is_file()
     assert "paper" in (res / "tables" / "fig9_lambda_sweep.csv").read_text().splitlines()[0]
     # The dial's widgets (slider, pickers, rendered images) are saved in the notebook metadata,
     # so JupyterLab shows them from the file; every displayed view refers to a saved model.

@@ -360,21 +360,25 @@ def test_tiny_faces_fail_closed(clip_frames, clip_faces):
 # ----------------------------------------------------------------------------------------
 # CLI and live.
 
-def test_cli_video_and_errors(clip_path, tmp_path, capsys):
+def test_cli_video_and_errors(clip_path, tmp_path, capsys, monkeypatch):
+    from deid_core import paths
     from deid_core.cli import main
     out = tmp_path / "o.mp4"
     assert main(["video", str(clip_path), str(out), "--passthrough", "--max-frames", "8",
                  "--detect-every", "4"]) == 0
     assert _stream_facts(out)["frames"] == 8 and V.summary_path(out).is_file()
     assert main(["video", str(clip_path), str(out), "--passthrough"]) == 1
-    assert main(["video", str(clip_path), str(tmp_path / "x.mp4")]) == 1
+    assert "--overwrite" in capsys.readouterr().err
+    with monkeypatch.context() as m:   # no --checkpoint and no starter checkpoint: a clear error
+        m.setattr(paths, "CHECKPOINT_DIR", tmp_path / "no_checkpoints")
+        assert main(["video", str(clip_path), str(tmp_path / "x.mp4")]) == 1
+        assert "--checkpoint" in capsys.readouterr().err and not (tmp_path / "x.mp4").exists()
     assert main(["live", "--source", str(clip_path), "--show", "--passthrough"]) == 1
     live = tmp_path / "live.mp4"
     assert main(["live", "--source", str(clip_path), "--realtime", "--out", str(live),
                  "--passthrough", "--max-frames", "10"]) == 0
     assert 1 <= _stream_facts(live)["frames"] <= 10 and V.summary_path(live).is_file()
-    err = capsys.readouterr().err
-    assert "--overwrite" in err and "checkpoint" in err and "--show" in err
+    assert "--show" in capsys.readouterr().err
 
 
 def test_live_realtime_drops_frames_when_slow(clip_path, tmp_path):
