@@ -217,7 +217,7 @@ def nb_01() -> list:
         """),
         md("""
         ## The checkpoint the next notebooks use
-        The committed starter checkpoint (trained on a GPU, see its model card) when present
+        The committed starter checkpoint (`data/checkpoints/`, see its model card) when present
         and `use_starter_checkpoint`, else the one just trained.
         """),
         code("""
