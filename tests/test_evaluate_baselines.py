@@ -158,8 +158,8 @@ def test_deid_transform_runs_the_model_once_per_image(tmp_path, portraits, monke
     torch.save({"config": {"model": cfg.to_dict()}, "generator": Generator(cfg).state_dict(),
                 "step": 0, "lam_state": {"lam": 2e-6, "conditioned": False}}, ckpt)
     calls = []
-    real = Deidentifier.net_fn
-    monkeypatch.setattr(Deidentifier, "net_fn", lambda self, *a, **k: calls.append(1) or real(self, *a, **k))
+    real = Deidentifier.generate     # one call per network run
+    monkeypatch.setattr(Deidentifier, "generate", lambda self, *a, **k: calls.append(1) or real(self, *a, **k))
     fn = deid_transform(ckpt)
     img = portraits[0]
     lm = FaceAligner(size=128).detect(img)[0].landmarks

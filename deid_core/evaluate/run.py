@@ -49,22 +49,24 @@ def deid_transform(checkpoint: str | os.PathLike, target: str | os.PathLike | No
     fixed = deid.embed_target(load_rgb(target)) if target else None
 
     memo: OrderedDict[bytes, np.ndarray] = OrderedDict()   # evaluators share one de-ID per image
+    memo_bytes = 0
+    # without a target image each face is its own target, embedded from the aligned crop that
+    # step e receives (net_fn(None)): the given landmarks, no re-detection
+    net = deid.net_fn(fixed, lam)
 
     def fn(image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+        nonlocal memo_bytes
         lm = np.asarray(landmarks, np.float32)
         key = hashlib.sha1(np.ascontiguousarray(image).tobytes() + lm.tobytes()).digest()
         if key in memo:
             memo.move_to_end(key)
             return memo[key].copy()
-        if fixed is not None:
-            emb = fixed
-        else:  # the face itself is the target, embedded from the given landmarks (no re-detection)
-            emb = deid.embed_crops(deid.aligner.warp(image, deid.aligner.transform(lm))[None])[0]
         face = Face(box=np.r_[lm.min(0), lm.max(0)].astype(np.float32), landmarks=lm)
-        out, _ = deid.aligner.process(image, deid.net_fn(emb, lam), faces=[face])
+        out, _ = deid.aligner.process(image, net, faces=[face])
         memo[key] = out
-        while len(memo) > 1 and sum(v.nbytes for v in memo.values()) > MEMO_BYTES:
-            memo.popitem(last=False)
+        memo_bytes += out.nbytes
+        while len(memo) > 1 and memo_bytes > MEMO_BYTES:
+            memo_bytes -= memo.popitem(last=False)[1].nbytes
         return out.copy()
     fn.cache_tag = (f"deid-{Path(checkpoint).stem}-{int(st.st_mtime)}-{st.st_size}-lam{lam}"  # type: ignore[attr-defined]
                     f"-t{Path(target).stem if target else 'self'}")
