@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from deid_core import DeidError
-from deid_core.align import (AlignConfig, Face, FaceAligner, apply_affine, list_images,
+from deid_core.align import (DEFAULT_DETECTOR, AlignConfig, Face, FaceAligner, apply_affine, list_images,
                              passthrough_net, prepare_faces, read_face_index, read_image,
                              template_landmarks, to_rgb_uint8, umeyama)
 from deid_core.cli import main
@@ -410,7 +410,7 @@ def test_prepare_faces_layouts_resume_and_skips(tmp_path, portrait_paths):
         assert lm.shape == (68, 2) and np.linalg.norm(lm - t, axis=1).mean() < 0.03 * 128
         assert len(r["box"]) == 4 and np.array(r["M"]).shape == (2, 3) and r["person"]
     meta = json.loads((dst / "meta.json").read_text())
-    assert meta["size"] == 128 and meta["detector"] == "hog"
+    assert meta["size"] == 128 and meta["detector"] == DEFAULT_DETECTOR
     s = prepare_faces(src, dst, size=128, progress=False)
     assert (s.n_already, s.n_aligned, s.n_skipped) == (6, 0, 0)
     with pytest.raises(DeidError, match="other settings"):
