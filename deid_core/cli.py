@@ -13,12 +13,31 @@ from deid_core import __version__
 from deid_core.errors import DeidError
 
 
-def _add_detector_args(p: argparse.ArgumentParser) -> None:
-    """Face detector choice (paper §3 step a) shared by the commands that detect faces.
-    The names are ``align.DETECTORS``, spelled out so that building the parser does not import
-    OpenCV (0.35 s on every command)."""
-    p.add_argument("--detector", default="hog", choices=["hog", "cnn", "mtcnn"])
-    p.add_argument("--upsample", type=int, default=0, help="dlib detector upsampling (small faces)")
+#: ``align.DETECTORS`` / ``align.DEFAULT_DETECTOR``, spelled out so that building the parser
+#: does not import OpenCV (0.35 s on every command); a test checks they agree.
+DETECTORS = ("yunet", "hog", "cnn", "mtcnn")
+DEFAULT_DETECTOR = "yunet"
+
+
+def _add_detector_args(p: argparse.ArgumentParser, default: str | None = DEFAULT_DETECTOR) -> None:
+    """Face detector choice (paper §3 step a): one set of defaults for every command that
+    detects faces (image, video, live, embed, align, prepare)."""
+    p.add_argument("--detector", default=default, choices=list(DETECTORS),
+                   help=f"face detector (default {DEFAULT_DETECTOR}: OpenCV YuNet, finds profiles "
+                        f"and faces from ~20 px)")
+    p.add_argument("--upsample", type=int, default=0,
+                   help="extra detection pass on the frame enlarged 2**N (smaller faces, slower)")
+
+
+def _detector_config(args: argparse.Namespace) -> dict:
+    """The AlignConfig overrides given by :func:`_add_detector_args`."""
+    return {"detector": args.detector, "upsample": args.upsample}
+
+
+def _warn(command: str, warnings: list[str]) -> None:
+    """One ``deid CMD: warning: ...`` line on stderr per warning."""
+    for w in warnings:
+        print(f"deid {command}: warning: {w}", file=sys.stderr)
 
 
 def _add_info(sub: argparse._SubParsersAction) -> None:
@@ -62,6 +81,9 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
                    help="photo of the person (one face); default: each face track's first frame")
     p.add_argument("--lam", type=float, default=None, help="λ for a λ-conditioned model")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
+    p.add_argument("--fail-open", action="store_true",
+                   help="the paper's plain per-frame behaviour: a face the detector loses is shown "
+                        "unmodified (default: kept obscured until re-detected or off-frame)")
     p.add_argument("--passthrough", action="store_true",
                    help="debug: identity network (runs the pipeline, de-identifies nothing)")
     _add_detector_args(p)
@@ -75,7 +97,9 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
 
 
 def _video_setup(args: argparse.Namespace, fail_closed: bool, detect_every: int):
+    from deid_core.inference import check_lam
     from deid_core.video import VideoConfig, build_pipeline
+    check_lam(args.lam)
     aligner, net = build_pipeline(args.checkpoint, args.target, args.lam, args.device,
                                   args.passthrough, args.detector, args.upsample,
                                   args.detect_scale)
@@ -92,15 +116,20 @@ def _add_video(sub: argparse._SubParsersAction) -> None:
     p.add_argument("output", help="output .mp4 (never the input)")
     _add_model_args(p)
     p.add_argument("--fail-closed", action="store_true",
-                   help="pixelate faces the detector misses but the tracker knows")
+                   help="(the default; kept for old scripts) keep lost faces obscured")
 
     def run(args: argparse.Namespace) -> int:
+        import warnings
         from deid_core.video import deidentify_video, summary_path
-        aligner, net, cfg = _video_setup(args, args.fail_closed, 1)
-        s = deidentify_video(args.input, args.output, aligner, net, cfg, overwrite=args.overwrite)
-        keys = ("frames", "frames_with_faces", "frames_no_face", "fail_closed_frames", "tracks",
-                "fps", "audio", "warnings")
+        aligner, net, cfg = _video_setup(args, not args.fail_open, 1)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")          # printed below, once, as warning lines
+            s = deidentify_video(args.input, args.output, aligner, net, cfg,
+                                 overwrite=args.overwrite)
+        keys = ("frames", "frames_with_faces", "frames_no_face", "fail_closed_frames",
+                "fallback_frames", "fallback_faces", "tracks", "fps", "audio", "warnings")
         print(json.dumps({k: s[k] for k in keys} | {"summary": str(summary_path(args.output))}))
+        _warn("video", s["warnings"])
         return 0
 
     p.set_defaults(func=run)
@@ -117,7 +146,7 @@ def _add_live(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--show", action="store_true", help="side-by-side preview window (needs a display)")
     p.add_argument("--out", default=None, help="write the de-identified stream to this .mp4")
     p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
-    p.add_argument("--no-fail-closed", action="store_true", help="turn the fail-closed mode off")
+    p.add_argument("--no-fail-closed", action="store_true", help="same as --fail-open")
     _add_model_args(p)
 
     def run(args: argparse.Namespace) -> int:
@@ -125,11 +154,13 @@ def _add_live(sub: argparse._SubParsersAction) -> None:
         if not args.show and args.out is None:
             raise DeidError("nothing to do: pass --show (needs a display) and/or --out FILE.mp4")
         source = args.source if args.source is not None else (args.camera or 0)
-        aligner, net, cfg = _video_setup(args, not args.no_fail_closed, 3)
+        aligner, net, cfg = _video_setup(args, not (args.no_fail_closed or args.fail_open), 3)
         s = run_live(source, aligner, net, cfg, out=args.out, show=args.show,
                      realtime=args.realtime, overwrite=args.overwrite, duration=args.duration)
-        keys = ("frames", "captured", "dropped", "fail_closed_frames", "fps", "latency_ms_mean")
+        keys = ("frames", "captured", "dropped", "fail_closed_frames", "fallback_frames",
+                "fallback_faces", "fps", "latency_ms_mean")
         print(json.dumps({k: s[k] for k in keys}))
+        _warn("live", s.get("warnings", []))
         return 0
 
     p.set_defaults(func=run)
@@ -141,7 +172,7 @@ def _add_prepare(sub: argparse._SubParsersAction) -> None:
     p.add_argument("src", help="image folder: one sub-folder per person, or flat (stem = person)")
     p.add_argument("dst", help="cache folder (created; an existing cache is resumed)")
     p.add_argument("--size", type=int, default=128, help="crop side in pixels (128 or 256)")
-    _add_detector_args(p)
+    _add_detector_args(p, default=None)   # None: an existing cache's own detector, else the default
     p.add_argument("--format", default="png", choices=["png", "jpg"], help="crop file format")
     p.add_argument("--limit", type=int, default=None, help="only the first N images (sorted)")
 
@@ -165,14 +196,15 @@ def _add_embed(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--network", default="dlib",
                    help="dlib (loss network), facenet-casia, sface, facenet-vggface2, arcface")
     p.add_argument("--weights", default=None, help="local weights file (facenet-vggface2)")
-    p.add_argument("--upsample", type=int, default=1, help="dlib HOG detector upsampling (0-3)")
+    _add_detector_args(p)
     p.add_argument("--device", default="cpu")
 
     def run(args: argparse.Namespace) -> int:
         from deid_core.identity import embed_image, load_identity_network
         kw = {"weights": args.weights} if args.weights else {}
         net = load_identity_network(args.network, device=args.device, **kw)
-        print(json.dumps(embed_image(args.input, net, upsample=args.upsample)))
+        print(json.dumps(embed_image(args.input, net, detector=args.detector,
+                                     upsample=args.upsample)))
         return 0
 
     p.set_defaults(func=run)
@@ -259,12 +291,20 @@ def _add_image(sub: argparse._SubParsersAction) -> None:
                    help="photo of the person (exactly one face); default: each face is its own target")
     p.add_argument("--lam", type=float, default=None, help="λ for a λ-conditioned checkpoint")
     p.add_argument("--device", default="cpu")
+    _add_detector_args(p)
     p.add_argument("--overwrite", action="store_true", help="replace an existing OUTPUT")
 
     def run(args: argparse.Namespace) -> int:
         from deid_core.inference import deidentify_image
-        print(json.dumps(deidentify_image(args.input, args.output, args.checkpoint, args.target,
-                                          args.lam, args.device, args.overwrite)))
+        s = deidentify_image(args.input, args.output, args.checkpoint, args.target, args.lam,
+                             args.device, args.overwrite, detector=_detector_config(args))
+        print(json.dumps(s))
+        if s["n_obscured"]:
+            _warn("image", [f"{s['n_obscured']} of {s['n_faces']} face(s) had unreliable "
+                            f"landmarks (profile, tiny or occluded) and were pixelated instead "
+                            f"of de-identified by the network"])
+        if not s["n_faces"]:
+            _warn("image", [f"no face found in {args.input}: the output is a copy"])
         return 0
 
     p.set_defaults(func=run)

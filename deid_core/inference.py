@@ -24,6 +24,20 @@ from deid_core.errors import DeidError
 from deid_core.model import Generator, ModelConfig
 
 DEFAULT_LAM = 2e-6
+#: largest λ accepted at inference: 50× the top of the starter's training range (2e-5); the
+#: paper's λ runs from 1e-7 to 2e-6 (§4, Fig. 9). Anything above is a typo, not a setting.
+MAX_LAM = 1e-3
+
+
+def check_lam(lam: float | None) -> float | None:
+    """Refuse a λ that is not a finite number in ``[0, MAX_LAM]`` with a clear message."""
+    if lam is None:
+        return None
+    value = float(lam)
+    if not np.isfinite(value) or value < 0 or value > MAX_LAM:
+        raise DeidError(f"λ = {lam:g} is outside [0, {MAX_LAM:g}]: the paper's λ runs from "
+                        f"1e-7 to 2e-6 (the starter model was trained on 1e-7 to 2e-5)")
+    return value
 
 
 def resolve_checkpoint(checkpoint: str | os.PathLike | None) -> Path:
@@ -151,11 +165,9 @@ class Deidentifier:
     def resolve_lam(self, lam: float | None) -> tuple[float, bool]:
         """(λ used, whether a requested λ was ignored by a fixed-λ model)."""
         trained = float(self.lam_state.get("lam", DEFAULT_LAM))
+        check_lam(lam)
         if self.cfg.lam_cond:
-            value = trained if lam is None else float(lam)
-            if not np.isfinite(value) or value < 0:
-                raise DeidError(f"λ must be a finite number ≥ 0, got {lam}")
-            return value, False
+            return (trained if lam is None else float(lam)), False
         ignored = lam is not None and not np.isclose(float(lam), trained, rtol=1e-3, atol=0)
         if ignored:
             warnings.warn(f"{self.source} was trained with a fixed λ = {trained:g}; "
@@ -209,10 +221,15 @@ class Deidentifier:
 
 def deidentify_image(src: str | os.PathLike, dst: str | os.PathLike,
                      checkpoint: str | os.PathLike | None, target: str | os.PathLike | None = None,
-                     lam: float | None = None, device: str = "cpu", overwrite: bool = False) -> dict:
+                     lam: float | None = None, device: str = "cpu", overwrite: bool = False,
+                     detector: dict | None = None) -> dict:
     """``deid image``: read ``src``, de-identify every face, write ``dst`` atomically
-    (``checkpoint`` None: the starter checkpoint, :func:`resolve_checkpoint`)."""
-    from deid_core.align import read_image, write_image
+    (``checkpoint`` None: the starter checkpoint, :func:`resolve_checkpoint`). ``detector``:
+    :class:`~deid_core.align.AlignConfig` overrides (``detector``, ``upsample``, ...; default:
+    the shared defaults). Faces with unreliable landmarks are obscured (``n_obscured``)."""
+    import dataclasses
+    from deid_core.align import FaceAligner, read_image, write_image
+    check_lam(lam)
     src, dst = Path(src), Path(dst)
     if not src.is_file():
         raise DeidError(f"input image not found: {src}")
@@ -221,9 +238,12 @@ def deidentify_image(src: str | os.PathLike, dst: str | os.PathLike,
     if dst.exists() and not overwrite:
         raise DeidError(f"output {dst} exists: pass --overwrite to replace it")
     deid = Deidentifier.from_checkpoint(resolve_checkpoint(checkpoint), device)
+    if detector:
+        deid.aligner = FaceAligner(dataclasses.replace(deid.aligner.config, **detector))
     emb = deid.embed_target(target) if target is not None else None
     frame = read_image(src)
     out, info = deid(frame, emb, lam)
     write_image(dst, out)
-    return {"output": str(dst), "n_faces": info["n_faces"], "lam": info["lam"],
-            "lam_ignored": info["lam_ignored"], "target": str(target) if target else "self"}
+    return {"output": str(dst), "n_faces": info["n_faces"], "n_obscured": info["n_obscured"],
+            "lam": info["lam"], "lam_ignored": info["lam_ignored"],
+            "target": str(target) if target else "self"}

@@ -15,9 +15,13 @@ them on video files and live streams and adds what a usable tool needs (beyond t
   track keeps one target embedding for its whole life.
 - **Stabilisation**: a One-Euro filter (Casiry et al., CHI 2012) on each track's landmarks
   before the similarity transform and the hull (``stabilize=False`` turns it off).
-- **Fail-closed privacy mode**: when a track (a face seen within ``track_ttl`` frames) is
-  not found by the detector, or a face is too small to align, its region is pixelated
-  instead of being shown unmodified; such frames are counted in the summary.
+- **Fail-closed privacy mode** (default; ``fail_closed=False`` is the paper's plain per-frame
+  behaviour): a track the detector loses stays obscured (pixelated) at its predicted box --
+  its last box moved by its velocity and grown with the frames since it was last seen --
+  until it is detected again or the box leaves the frame; there is no frame-count expiry.
+  Faces whose landmarks are unreliable or that are too small to align are obscured by the
+  aligner (:meth:`deid_core.align.FaceAligner.process`). Every frame/face handled by the
+  fallback is counted in the summary (``fallback_frames``, ``fallback_faces``).
 - **Live** (:func:`run_live`): OpenCV capture (camera index, stream URL or a file with
   ``realtime=True`` pacing it at its own fps), a one-slot queue that drops the oldest frame
   when the pipeline is slower than the source, an fps overlay, optional side-by-side
@@ -46,6 +50,7 @@ import cv2
 import numpy as np
 
 from deid_core import paths
+from deid_core.align import Face, obscure, shape_error
 from deid_core.errors import DeidError
 
 NetFn = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
@@ -69,11 +74,14 @@ class VideoConfig:
     beta: float = 1.5              # One-Euro: speed coefficient (speed in face sizes / s)
     d_cutoff: float = 1.0          # One-Euro: cutoff for the speed estimate (Hz)
     iou_threshold: float = 0.3     # box IoU to match a detection to a track
-    track_ttl: int = 12            # frames a missed track is kept (fail-closed region)
-    fail_closed: bool = False      # pixelate faces the detector missed (on for live)
+    track_ttl: int = 12            # fail-open only: frames a missed track is kept for matching
+    fail_closed: bool = True       # keep lost faces obscured until re-detected or off-frame
     pixel_block: int = 12          # fail-closed pixelation: blocks across the face box
     fail_closed_expand: float = 1.6  # fail-closed region: box side × this, around the centre
-    min_face: int = 24             # faces with a box side below this are not aligned
+    lost_growth: float = 0.05      # lost face: region grows by this × side per missed frame
+    lost_max_expand: float = 3.0   # ... up to this × the face box side
+    lost_motion_frames: int = 15   # lost face: follow its last velocity for at most this many frames
+    min_face: int = 24             # faces with a box side below this are not aligned (obscured)
     queue_size: int = 8            # decode/encode queue length (frames), bounded
     crf: int = 18                  # libx264 quality
     preset: str = "veryfast"       # libx264 speed preset
@@ -170,6 +178,16 @@ class Track:
     filter: OneEuroFilter | None = None
     smoothed: Any = None            # latest smoothed Face
     missed: bool = False            # the detector did not find it in the last detection frame
+    velocity: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(2))  # box centre px/frame
+
+    def lost_box(self, index: int, cfg: "VideoConfig") -> np.ndarray:
+        """Where a lost face may be now: its last box moved by its velocity (at most
+        ``lost_motion_frames``) and grown with the frames since it was last seen."""
+        k = max(index - self.last_seen, 0)
+        b = np.asarray(self.face.box, np.float64)
+        shift = self.velocity * min(k, cfg.lost_motion_frames)
+        grow = min(cfg.fail_closed_expand * (1.0 + cfg.lost_growth * k), cfg.lost_max_expand)
+        return _expand(b + np.r_[shift, shift], grow)
 
     def predicted_box(self) -> np.ndarray:
         """Detector-like box for re-fitting landmarks, from the latest landmarks."""
@@ -231,16 +249,9 @@ class DeidentifierNet:
 
 
 def pixelate(frame: np.ndarray, box: Sequence[float], blocks: int = 12) -> None:
-    """Pixelate ``frame[box]`` in place into about ``blocks``×``blocks`` cells (fail-closed)."""
-    H, W = frame.shape[:2]
-    x0, y0 = max(0, int(math.floor(box[0]))), max(0, int(math.floor(box[1])))
-    x1, y1 = min(W, int(math.ceil(box[2]))), min(H, int(math.ceil(box[3])))
-    if x1 - x0 < 2 or y1 - y0 < 2:
-        return
-    roi = frame[y0:y1, x0:x1]
-    bw, bh = max(1, min(blocks, x1 - x0)), max(1, min(blocks, y1 - y0))
-    small = cv2.resize(roi, (bw, bh), interpolation=cv2.INTER_AREA)
-    roi[...] = cv2.resize(small, (x1 - x0, y1 - y0), interpolation=cv2.INTER_NEAREST)
+    """Pixelate ``frame[box]`` in place into about ``blocks``×``blocks`` cells (fail-closed;
+    :func:`deid_core.align.obscure`)."""
+    obscure(frame, box, blocks)
 
 
 def _expand(box: np.ndarray, f: float) -> np.ndarray:
@@ -274,7 +285,7 @@ class FrameProcessor:
                    last_seen=self.index, first_frame=self.index,
                    filter=OneEuroFilter(self.cfg.min_cutoff, self.cfg.beta, self.cfg.d_cutoff))
         self._next_id += 1
-        if self._face_side(face) >= self.cfg.min_face:
+        if self._face_side(face) >= self.cfg.min_face and getattr(face, "reliable", True):
             tr.target = self.provider.target_for(frame, face)
         return tr
 
@@ -283,51 +294,91 @@ class FrameProcessor:
         b = np.asarray(face.box, np.float64)
         return float(min(b[2] - b[0], b[3] - b[1]))
 
+    def _track_box(self, tr: Track) -> np.ndarray:
+        """The box a detection is matched against: predicted from the landmarks for a live
+        track, moved by the velocity (not grown) for a lost one."""
+        if not tr.missed:
+            return tr.predicted_box()
+        k = min(self.index - tr.last_seen, self.cfg.lost_motion_frames)
+        shift = tr.velocity * k
+        return tr.predicted_box() + np.r_[shift, shift]
+
     def _match(self, dets: list[Any]) -> tuple[list[tuple[int, int]], list[int], list[int]]:
-        """Hungarian assignment on (1 − IoU) + normalised landmark distance."""
+        """Hungarian assignment on (1 − IoU) + normalised landmark distance; a lost track also
+        matches a detection whose centre lies inside its grown (uncertain) region."""
         from scipy.optimize import linear_sum_assignment
         if not self.tracks or not dets:
             return [], list(range(len(self.tracks))), list(range(len(dets)))
-        tb = np.stack([t.predicted_box() for t in self.tracks])
+        tb = np.stack([self._track_box(t) for t in self.tracks])
         db = np.stack([np.asarray(d.box, np.float64) for d in dets])
         iou = box_iou(tb, db)
         side = np.maximum(tb[:, 2] - tb[:, 0], 1.0)[:, None]
         lmd = np.array([[np.linalg.norm(t.face.landmarks - d.landmarks, axis=1).mean()
                          for d in dets] for t in self.tracks]) / side
-        cost = (1 - iou) + np.minimum(lmd, 1.0)
+        centres = (db[:, :2] + db[:, 2:]) / 2
+        inside = np.zeros_like(iou, bool)
+        for i, t in enumerate(self.tracks):
+            if t.missed:
+                g = t.lost_box(self.index, self.cfg)
+                dside = db[:, 2] - db[:, 0]
+                tside = float(np.asarray(t.face.box)[2] - np.asarray(t.face.box)[0])
+                inside[i] = ((centres[:, 0] >= g[0]) & (centres[:, 0] <= g[2])
+                             & (centres[:, 1] >= g[1]) & (centres[:, 1] <= g[3])
+                             & (dside > 0.5 * tside) & (dside < 2.0 * tside))
+        cost = (1 - iou) + np.minimum(lmd, 1.0) - 0.5 * inside
         rows, cols = linear_sum_assignment(cost)
         pairs = [(r, c) for r, c in zip(rows, cols)
-                 if iou[r, c] >= self.cfg.iou_threshold or lmd[r, c] < 0.15]
+                 if iou[r, c] >= self.cfg.iou_threshold or lmd[r, c] < 0.15 or inside[r, c]]
         mt, md = {r for r, _ in pairs}, {c for _, c in pairs}
         return (pairs, [i for i in range(len(self.tracks)) if i not in mt],
                 [j for j in range(len(dets)) if j not in md])
 
     def _refit(self, frame: np.ndarray, tr: Track) -> None:
-        from deid_core.align import Face
         box = tr.predicted_box()
         lm = self.aligner.landmarks(frame, box)
         # one more pass with the box re-centred on the new landmarks (follows fast motion)
         tmp = Face(box=_square_box(box), landmarks=lm)
         box2 = Track(id=-1, face=tmp, box_rel=tr.box_rel, last_seen=0, first_frame=0).predicted_box()
-        lm = self.aligner.landmarks(frame, box2)
-        tr.face = Face(box=_square_box(box2), landmarks=np.asarray(lm, np.float32), score=0.0)
-        tr.last_seen = self.index
+        lm = np.asarray(self.aligner.landmarks(frame, box2), np.float32)
+        limit = getattr(getattr(self.aligner, "config", None), "max_shape_error", None)
+        err = shape_error(lm) if limit is not None else 0.0
+        ok = limit is None or err <= limit          # re-fitted points checked like detected ones
+        self._set_face(tr, Face(box=_square_box(box2), landmarks=lm, score=0.0, reliable=ok,
+                                reason="" if ok else f"implausible landmark shape ({err:.3f})"))
+
+    def _set_face(self, tr: Track, face: Any) -> None:
+        """A new observation of ``tr``: update its face, velocity and last-seen frame."""
+        old = np.asarray(tr.face.box, np.float64)
+        new = np.asarray(face.box, np.float64)
+        k = max(self.index - tr.last_seen, 1)
+        v = ((new[:2] + new[2:]) - (old[:2] + old[2:])) / 2 / k
+        tr.velocity = 0.5 * tr.velocity + 0.5 * v if self.index > tr.first_frame else v * 0
+        tr.face, tr.missed, tr.last_seen = face, False, self.index
 
     def _smooth(self, tr: Track, t: float) -> Any:
-        from deid_core.align import Face
         if not self.cfg.stabilize or tr.filter is None:
             return tr.face
         lm = tr.filter(tr.face.landmarks, t, scale=max(self._face_side(tr.face), 1.0))
         lm = lm.astype(np.float32)
         box = _square_box(_lm_box(lm) + (np.asarray(tr.face.box, np.float64) - _lm_box(tr.face.landmarks)))
-        return Face(box=box, landmarks=lm, score=tr.face.score)
+        return dataclasses.replace(tr.face, box=box, landmarks=lm)
+
+    def _keep(self, tr: Track, shape: tuple[int, ...]) -> bool:
+        """Fail-closed: a lost track is kept until its region leaves the frame; fail-open:
+        for ``track_ttl`` frames (for matching only, it is not shown)."""
+        if not tr.missed:
+            return True
+        if not self.cfg.fail_closed:
+            return self.index - tr.last_seen <= self.cfg.track_ttl
+        H, W = shape[:2]
+        b = tr.lost_box(self.index, self.cfg)
+        return b[2] > 0 and b[3] > 0 and b[0] < W and b[1] < H
 
     # -- one frame -----------------------------------------------------------------------
     def __call__(self, frame: np.ndarray, t: float | None = None) -> tuple[np.ndarray, dict]:
         cfg, T = self.cfg, self.times
         t = self.index / 25.0 if t is None else float(t)
-        # forget tracks not seen for too long
-        self.tracks = [tr for tr in self.tracks if self.index - tr.last_seen <= cfg.track_ttl]
+        self.tracks = [tr for tr in self.tracks if self._keep(tr, frame.shape)]
         detect_now = self.index % cfg.detect_every == 0 or not any(not tr.missed for tr in self.tracks)
         n_det = None
         if detect_now:
@@ -338,9 +389,8 @@ class FrameProcessor:
             pairs, lost, new = self._match(dets)
             for r, c in pairs:
                 tr = self.tracks[r]
-                d = dets[c]
-                tr.face, tr.missed, tr.last_seen = d, False, self.index
-                tr.box_rel = _box_rel(d.box, d.landmarks)
+                self._set_face(tr, dets[c])
+                tr.box_rel = _box_rel(dets[c].box, dets[c].landmarks)
             for r in lost:
                 self.tracks[r].missed = True
             self.tracks += [self._new_track(frame, dets[c]) for c in new]
@@ -348,7 +398,7 @@ class FrameProcessor:
             live = [np.asarray(tr.face.box, np.float64) for tr in self.tracks if not tr.missed]
             if live:
                 self.tracks = [tr for tr in self.tracks if not tr.missed or box_iou(
-                    np.asarray(tr.face.box, np.float64), np.stack(live)).max() < cfg.iou_threshold]
+                    tr.lost_box(self.index, cfg), np.stack(live)).max() < cfg.iou_threshold]
             T["detect"] += t1 - t0
             T["track"] += time.perf_counter() - t1
         else:
@@ -359,14 +409,18 @@ class FrameProcessor:
             T["refit"] += time.perf_counter() - t0
 
         active = [tr for tr in self.tracks if not tr.missed]
-        small = [tr for tr in active if self._face_side(tr.face) < cfg.min_face]
-        active = [tr for tr in active if self._face_side(tr.face) >= cfg.min_face]
         missed = [tr for tr in self.tracks if tr.missed]
+        n_small = 0
         for tr in active:
             tr.smoothed = self._smooth(tr, t)
-            if tr.target is None:
+            if self._face_side(tr.face) < cfg.min_face:      # too small to align: obscured
+                n_small += 1
+                tr.smoothed = dataclasses.replace(tr.smoothed, reliable=False,
+                                                  reason="face too small to align")
+            if tr.target is None and tr.smoothed.reliable:
                 tr.target = self.provider.target_for(frame, tr.face)
-        # (e)–(h): one FaceAligner.process call per distinct target (one for a fixed net)
+        # (e)–(h): one FaceAligner.process call per distinct target (one for a fixed net);
+        # faces with unreliable landmarks are obscured there instead of generated
         out = frame
         groups: dict[int, list[Track]] = {}
         for tr in active:
@@ -376,21 +430,24 @@ class FrameProcessor:
                                               faces=[tr.smoothed for tr in trs])
             for k in ("warp", "net", "paste"):
                 T[k] += pinfo.get("times", {}).get(k, 0.0)
+            T["fail_closed"] += pinfo.get("times", {}).get("obscure", 0.0)
         if out is frame:
             out = frame.copy()
-        # fail-closed: pixelate faces the detector lost and faces too small to align
+        obscured = [tr.id for tr in active if not tr.smoothed.reliable]
+        # fail-closed: lost faces stay obscured at their predicted, grown box
         closed = []
-        if cfg.fail_closed and (missed or small):
+        if cfg.fail_closed and missed:
             t0 = time.perf_counter()
-            for tr in missed + small:
-                pixelate(out, _expand(np.asarray(tr.face.box, np.float64), cfg.fail_closed_expand),
-                         cfg.pixel_block)
+            for tr in missed:
+                pixelate(out, tr.lost_box(self.index, cfg), cfg.pixel_block)
                 closed.append(tr.id)
             T["fail_closed"] += time.perf_counter() - t0
         info = {"index": self.index, "n_faces": len(active), "n_detected": n_det,
                 "detected": detect_now, "tracks": [tr.id for tr in active],
-                "missed_tracks": [tr.id for tr in missed], "small_faces": len(small),
-                "fail_closed": closed, "faces": [tr.smoothed for tr in active]}
+                "missed_tracks": [tr.id for tr in missed], "small_faces": n_small,
+                "fail_closed": closed, "obscured": obscured,
+                "fallback_faces": len(closed) + len(obscured),
+                "faces": [tr.smoothed for tr in active]}
         self.index += 1
         return out, info
 
@@ -793,11 +850,15 @@ def _write_json_atomic(path: Path, obj: dict) -> None:
 
 def summarize(frame_infos: list[dict], times: dict[str, float], wall: float,
               extra: dict | None = None) -> dict:
-    """The JSON summary: frames, faces per frame, no-face and fail-closed frames, stage times."""
+    """The JSON summary: frames, faces per frame, no-face and fail-closed frames, stage times.
+
+    ``fallback_frames`` / ``fallback_faces`` count the frames and face-frames handled by the
+    obscuring fallback instead of the network (lost, too small, or unreliable landmarks)."""
     n = len(frame_infos)
     faces = [fi["n_faces"] for fi in frame_infos]
     no_face = [fi["index"] for fi in frame_infos if fi["n_faces"] == 0]
     closed = [fi["index"] for fi in frame_infos if fi["fail_closed"]]
+    fallback = [fi["index"] for fi in frame_infos if fi.get("fallback_faces")]
     tracks = sorted({t for fi in frame_infos for t in fi["tracks"]})
     s = {
         "frames": n,
@@ -807,6 +868,9 @@ def summarize(frame_infos: list[dict], times: dict[str, float], wall: float,
         "frames_no_face_ranges": _ranges(no_face),
         "fail_closed_frames": len(closed),
         "fail_closed_ranges": _ranges(closed),
+        "fallback_frames": len(fallback),
+        "fallback_faces": int(sum(fi.get("fallback_faces", 0) for fi in frame_infos)),
+        "fallback_ranges": _ranges(fallback),
         "detector_runs": sum(1 for fi in frame_infos if fi["detected"]),
         "tracks": len(tracks),
         "small_faces": int(sum(fi["small_faces"] for fi in frame_infos)),
@@ -886,6 +950,12 @@ def deidentify_video(inp: str | os.PathLike, out: str | os.PathLike, aligner: An
         elif truncated:
             warns.append(f"{inp}: container lists {info.frames} frames but only "
                          f"{len(frame_infos)} could be decoded (truncated?)")
+        n_fb = sum(fi.get("fallback_faces", 0) for fi in frame_infos)
+        if n_fb:
+            n_fbf = sum(1 for fi in frame_infos if fi.get("fallback_faces"))
+            warns.append(f"{n_fb} face(s) in {n_fbf} frame(s) were obscured (pixelated) instead "
+                         f"of de-identified by the network: lost by the detector, too small, "
+                         f"or with unreliable landmarks (see fallback_ranges)")
         copied = False
         if all(fi["n_faces"] == 0 and not fi["fail_closed"] for fi in frame_infos):
             warns.append(f"no face found in any frame of {inp}: output is a copy of the input "
@@ -1090,11 +1160,15 @@ def run_live(source: int | str, aligner: Any, net: NetFn | NetProvider,
             writer.close()
             os.replace(tmp, out_path)
         wall = time.perf_counter() - t_start
+        n_fb = sum(fi.get("fallback_faces", 0) for fi in infos)
+        warns = ([f"{n_fb} face(s) were obscured (pixelated) instead of de-identified by the "
+                  f"network: lost by the detector, too small, or with unreliable landmarks"]
+                 if n_fb else [])
         summary = summarize(infos, dict(proc.times), wall, {
             "source": str(source), "source_fps": src.fps, "captured": src.captured,
             "dropped": src.dropped, "realtime": realtime, "interrupted": interrupted, "output": str(out_path) if out_path else None,
             "latency_ms_mean": round(1000 * float(np.mean(latencies)), 1) if latencies else None,
-            "config": dataclasses.asdict(cfg),
+            "config": dataclasses.asdict(cfg), "warnings": warns,
         })
         if out_path is not None:
             _write_json_atomic(summary_path(out_path), summary)

@@ -99,8 +99,11 @@ def test_lambda_drives_conditioned_model_and_fixed_model_ignores_it(deid, deid_c
     b = deid_cond.net_fn(e, 1e-5)(crop[None])[0].astype(int)
     assert np.abs(a - b).max() > 0
     assert deid_cond.resolve_lam(None) == (2e-6, False)
-    with pytest.raises(DeidError, match="λ must be"):
-        deid_cond.resolve_lam(-1.0)
+    for bad in (-1.0, 1e9, float("nan")):              # absurd λ refused, any model
+        with pytest.raises(DeidError, match="outside"):
+            deid_cond.resolve_lam(bad)
+    with pytest.raises(DeidError, match="outside"):
+        deid.resolve_lam(1e9)
     with warnings.catch_warnings(record=True) as w:
         warnings.simplefilter("always")
         assert deid.resolve_lam(1e-5) == (2e-6, True)

@@ -347,12 +347,12 @@ def test_target_image_checks(portrait_paths, sample_dir, tmp_path):
 
 
 def test_tiny_faces_fail_closed(clip_frames, clip_faces):
-    """A face too small to align is pixelated in fail-closed mode (and left alone otherwise)."""
+    """A face too small to align is pixelated (the obscuring fallback), never passed through."""
     i = 20
     proc = V.FrameProcessor(CachedAligner(), constant_net,
                             V.VideoConfig(fail_closed=True, min_face=10_000))
     out, info = proc(clip_frames[i], 0.0)
-    assert info["small_faces"] == 1 and info["n_faces"] == 0 and info["fail_closed"]
+    assert info["small_faces"] == 1 and info["obscured"] and info["fallback_faces"] == 1
     hull = V.hull_mask([f.landmarks for f in clip_faces[i]], clip_frames[i].shape)
     assert np.abs(out.astype(int) - clip_frames[i].astype(int))[hull].mean() > 5
 
@@ -408,13 +408,15 @@ def test_hamilton_clip_frames_fps_audio_hulls(shared_data, tmp_path):
     n = 60
     al = CachedAligner(upsample=1)                     # faces are ~55 px here
     frames = V.read_frames(src, n)
-    proc = V.FrameProcessor(al, constant_net, V.VideoConfig(detect_every=3))
+    proc = V.FrameProcessor(al, constant_net, V.VideoConfig(detect_every=3, fail_closed=False))
     n_face = 0
     for i, f in enumerate(frames):
         out, info = proc(f, i / 29.97)
         changed = (out != f).any(axis=-1)
         if info["n_faces"] == 0:
             assert not changed.any()                  # no-face frames unchanged
+        elif info["fallback_faces"]:
+            assert changed.any()                      # obscured (unreliable landmarks)
         else:
             n_face += 1
             hull = V.hull_mask([x.landmarks for x in info["faces"]], f.shape)
@@ -453,11 +455,18 @@ def test_multi_face_clip_keeps_size_and_audio(shared_data, tmp_path):
     src = shared_data / "videos" / "street_multi_face_1080p.mp4"
     out = tmp_path / "m.mp4"
     frames = V.read_frames(src, 5)
-    proc = V.FrameProcessor(CachedAligner(upsample=0), constant_net, V.VideoConfig(detect_every=4))
+    proc = V.FrameProcessor(CachedAligner(upsample=0), constant_net,
+                            V.VideoConfig(detect_every=4, fail_closed=False))
     for i, f in enumerate(frames):                    # several faces: changes only in hulls
-        res, info = proc(f, i / 25)
+        res, info = proc(f, i / 25)                   # (or in the box of an obscured face)
         changed = (res != f).any(axis=-1)
-        hull = V.hull_mask([x.landmarks for x in info["faces"]], f.shape)
+        hull = V.hull_mask([x.landmarks for x in info["faces"] if x.reliable], f.shape)
+        for x in info["faces"]:
+            if not x.reliable:
+                b = np.r_[np.minimum(V._expand(x.box, 1.6)[:2], x.landmarks.min(0)),
+                          np.maximum(V._expand(x.box, 1.6)[2:], x.landmarks.max(0))]
+                x0, y0 = np.floor(np.maximum(b[:2], 0)).astype(int)
+                hull[y0:int(np.ceil(b[3])), x0:int(np.ceil(b[2]))] = True
         assert not (changed & ~hull).any() and (info["n_faces"] == 0 or changed.any())
     s = V.deidentify_video(src, out, CachedAligner(upsample=0), constant_net,
                            V.VideoConfig(max_frames=12, detect_every=4, progress=False))
