@@ -163,7 +163,7 @@ def test_ddp_gloo_two_processes_via_torchrun(tmp_path):
     """))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-                        "--master_port=29533", str(script)], env=env, capture_output=True,
+                        "--standalone", str(script)], env=env, capture_output=True,
                        text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     p0, p1 = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")
