@@ -56,3 +56,56 @@ def distort(x: torch.Tensor, cfg: AugmentConfig | None = None,
     n, _, h, w = x.shape
     grid = random_grid(n, h, cfg, generator=generator).to(device=x.device, dtype=x.dtype)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+
+
+@dataclass
+class ViewConfig:
+    """Ranges of the random view the loss network sees (``deid`` recipe, ``eot``): the same
+    transform for source and outputs, so only edits that survive it (shape, not a pattern
+    tuned to one view of one network) lower the loss — expectation over transformations."""
+    scale: float = 0.08           # zoom in [1 − s, 1 + s]
+    rotation_deg: float = 5.0
+    shift: float = 0.04           # × image size
+    blur: float = 1.0             # blend weight of a 3×3 blur, uniform in [0, blur]
+    brightness: float = 0.1       # added, in [−b, b] (images in [−1, 1])
+    contrast: float = 0.15        # × (1 ± c) around the mean
+    saturation: float = 0.25      # blend with grey, (1 ± s)
+
+
+def random_view(n: int, cfg: ViewConfig, generator: torch.Generator | None = None):
+    """Draw one view per example; returns ``apply(img) -> img`` applying it to any batch of n."""
+    g = dict(generator=generator)
+    u = lambda *shape: torch.rand(*shape, **g) * 2 - 1
+    scale = 1 + cfg.scale * u(n)
+    angle = math.radians(cfg.rotation_deg) * u(n)
+    shift = cfg.shift * 2 * u(n, 2)
+    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1),
+                         torch.stack([sin, cos, shift[:, 1]], 1)], 1)
+    blur_w = cfg.blur * torch.rand(n, **g)
+    bright = cfg.brightness * u(n)
+    contrast = 1 + cfg.contrast * u(n)
+    sat = 1 + cfg.saturation * u(n)
+
+    def apply(img: torch.Tensor) -> torch.Tensor:
+        dev, dt = img.device, img.dtype
+        col = lambda v: v.to(dev, dt).view(n, 1, 1, 1)
+        grid = F.affine_grid(theta.to(dev, dt), tuple(img.shape), align_corners=False)
+        out = F.grid_sample(img, grid, mode="bilinear", padding_mode="reflection",
+                            align_corners=False)
+        blurred = F.avg_pool2d(F.pad(out, (1, 1, 1, 1), mode="reflect"), 3, stride=1)
+        out = out + col(blur_w) * (blurred - out)
+        grey = out.mean(1, keepdim=True)
+        out = grey + col(sat) * (out - grey)
+        mean = out.mean((1, 2, 3), keepdim=True)
+        return (mean + col(contrast) * (out - mean) + col(bright)).clamp(-1, 1)
+
+    return apply
+
+
+def same_view(cfg: ViewConfig, generator: torch.Generator | None = None):
+    """``view(*batches)`` → the batches seen through one random view per example (eot)."""
+    def view(*batches: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        apply = random_view(batches[0].shape[0], cfg, generator)
+        return tuple(apply(b) for b in batches)
+    return view

@@ -42,7 +42,8 @@ class FaceCacheDataset(Dataset):
     """
 
     def __init__(self, roots: str | Path | Sequence[str | Path], size: int | None = None,
-                 exclude_persons: Sequence[str] = (), limit: int | None = None):
+                 exclude_persons: Sequence[str] = (), limit: int | None = None,
+                 preload: bool = False):
         from deid_core.align import read_face_index
         roots = [roots] if isinstance(roots, (str, Path)) else list(roots)
         if not roots:
@@ -67,17 +68,25 @@ class FaceCacheDataset(Dataset):
         if not self.records:
             raise DeidError(f"no faces in the caches {[str(r) for r in roots]}")
         self.size = int(size)
+        self.images: torch.Tensor | None = None
+        if preload:   # decode once: uint8 N×3×S×S in memory (no PNG decoding per step)
+            self.images = torch.stack([self._read(i) for i in range(len(self.records))])
 
     def __len__(self) -> int:
         return len(self.records)
 
     def __getitem__(self, i: int) -> torch.Tensor:
+        if self.images is not None:
+            return self.images[i].float() / 127.5 - 1
+        return self._read(i).float() / 127.5 - 1
+
+    def _read(self, i: int) -> torch.Tensor:
         from deid_core.align import read_image
         path = self.records[i][0]
         img = read_image(path)
         if img.shape[:2] != (self.size, self.size):
             raise DeidError(f"{path}: crop is {img.shape[:2]}, expected {self.size}²")
-        return to_tensor(img)
+        return torch.from_numpy(np.array(img, copy=True)).permute(2, 0, 1)
 
 
 class InMemoryFaces(Dataset):

@@ -13,14 +13,23 @@ measurable effect, so λ is kept in the paper's units everywhere (configs, CLI, 
 and multiplied by ``LossConfig.lam_unit`` inside the perceptual loss. The sign makes the
 output move AWAY from the target identity: the compound loss contains −λ·ℓ₁ₓ₁(t, z), so
 minimising it increases the descriptor distance to the target.
+
+The ``deid`` recipe (:mod:`deid_core.recipe`) adds, one function each: per-layer normalised
+perceptual attractors (:func:`ell_normalised`), a bounded repeller
+(:func:`loss_repeller_hinge`), a non-saturating patch-GAN loss with the mixup labels
+(:func:`loss_discriminator_ns`, :func:`loss_generator_ns`), a skin-tone/texture constraint
+(:func:`loss_colour`) and a mask floor inside the face hull (:func:`loss_mask_floor`).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
+import torch.nn.functional as F
 
 from deid_core.errors import DeidError
+from deid_core.recipe import RecipeConfig
 
 
 @dataclass
@@ -129,6 +138,75 @@ def loss_mask_derivative_y(m: torch.Tensor) -> torch.Tensor:
     return dy(m.float()).abs().mean()
 
 
+# ---------------------------------------------------------------- deid recipe terms
+
+
+def loss_discriminator_ns(d_out: torch.Tensor, lam_beta: torch.Tensor) -> torch.Tensor:
+    """Non-saturating D loss on logits with the mixup label λβ per example (every patch):
+    BCE(D(δ_mx), λβ) (``deid`` recipe; the paper's LSGAN target λβ, on logits)."""
+    target = lam_beta.reshape(d_out.shape[0], 1).expand_as(d_out).to(d_out.dtype)
+    return F.binary_cross_entropy_with_logits(d_out.float(), target.float())
+
+
+def loss_generator_ns(d_out: torch.Tensor) -> torch.Tensor:
+    """Non-saturating G loss on logits of pure outputs: softplus(−D(z)) = −log σ(D(z))."""
+    return F.softplus(-d_out.float()).mean()
+
+
+def rgb_to_ycbcr(img: torch.Tensor) -> torch.Tensor:
+    """N×3×H×W RGB in [−1, 1] → Y, Cb, Cr (ITU-R BT.601, same range convention)."""
+    r, g, b = img[:, 0:1], img[:, 1:2], img[:, 2:3]
+    y = 0.299 * r + 0.587 * g + 0.114 * b
+    return torch.cat([y, 0.564 * (b - y), 0.713 * (r - y)], 1)
+
+
+def high_pass(img: torch.Tensor, k: int = 5) -> torch.Tensor:
+    """img − box blur (k×k, reflect padding): the detail a texture lives in."""
+    blur = F.avg_pool2d(F.pad(img, (k // 2,) * 4, mode="reflect"), k, stride=1)
+    return img - blur
+
+
+def loss_colour(z: torch.Tensor, x: torch.Tensor, low: int = 8) -> torch.Tensor:
+    """Skin tone and texture kept: ‖pool₈ₓ₈(z) − pool₈ₓ₈(x)‖₁ (colour and illumination at
+    1/16 resolution) + ‖HP(Cb,Cr of z) − HP(Cb,Cr of x)‖₁ (no colourful high-frequency
+    pattern); identity changes live in shape and luma detail, which stay free."""
+    z, x = z.float(), x.float()
+    lowpass = (F.adaptive_avg_pool2d(z, low) - F.adaptive_avg_pool2d(x, low)).abs().mean()
+    cz, cx = rgb_to_ycbcr(z)[:, 1:], rgb_to_ycbcr(x)[:, 1:]
+    return lowpass + (high_pass(cz) - high_pass(cx)).abs().mean()
+
+
+def loss_mask_floor(m: torch.Tensor, region: torch.Tensor,
+                    floor: torch.Tensor | float) -> torch.Tensor:
+    """mean over ``region`` (1×1×H×W in {0, 1}, the face hull) of max(0, floor − m): the
+    mask may not hide the raw output inside the face. ``floor``: scalar or one per example."""
+    region = region.to(m.dtype)
+    floor = torch.as_tensor(floor, dtype=torch.float32, device=m.device).reshape(-1, 1, 1, 1)
+    per = ((floor - m.float()).clamp_min(0) * region).flatten(1).sum(1) / region.sum().clamp_min(1)
+    return per.mean()
+
+
+def unit_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """L2 distance between unit-normalised descriptors, per example (0 … 2)."""
+    return (F.normalize(a.float(), dim=1) - F.normalize(b.float(), dim=1)).norm(dim=1)
+
+
+def loss_repeller_hinge(desc_t: torch.Tensor, desc_z: torch.Tensor,
+                        margin: torch.Tensor | float) -> torch.Tensor:
+    """Bounded repeller max(0, margin − d(e_t, e_z)) per example (N,): pushes the output's
+    identity away from the target until it is ``margin`` away, then stops."""
+    d = unit_distance(desc_t, desc_z)
+    margin = torch.as_tensor(margin, dtype=d.dtype, device=d.device)
+    return (margin - d).clamp_min(0)
+
+
+def ell_normalised(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """ℓ divided by the mean magnitude of the reference features ``a`` (per example, no
+    gradient through the scale): every layer then weighs ~1 (``deid`` recipe)."""
+    scale = a.detach().float().abs().flatten(1).mean(1) + eps
+    return ell(a, b) / scale
+
+
 # ----------------------------------------------------------- multi-image perceptual loss
 
 
@@ -235,26 +313,64 @@ class PerceptualLoss:
 # ------------------------------------------------------------------------ compound loss
 
 
-def compound_loss(terms: dict[str, torch.Tensor], cfg: LossConfig) -> torch.Tensor:
+def compound_loss(terms: dict[str, torch.Tensor], cfg: LossConfig,
+                  recipe: RecipeConfig | None = None) -> torch.Tensor:
     """L = α0 L_G + α1(L_R^raw + L_R^masked) + α2(L_x^raw + L_y^raw + L_x^masked + L_y^masked)
     + α3(L_p^raw + L_p^masked) + α4 L^m + α5(L_x^m + L_y^m) (§3.2, first equation).
 
-    Missing terms (e.g. no perceptual network, no discriminator) count as 0.
+    The ``deid`` recipe scales α1, α2 by ``pixel_weight``, replaces α0 by ``gan_weight`` and
+    adds ``colour``·(colour terms) + the mask floor. Missing terms (e.g. no perceptual
+    network, no discriminator) count as 0.
     """
+    recipe = recipe or RecipeConfig()
     g = lambda k: terms.get(k, 0.0)
-    return (cfg.alpha0 * g("G")
-            + cfg.alpha1 * (g("R_raw") + g("R_masked"))
-            + cfg.alpha2 * (g("x_raw") + g("y_raw") + g("x_masked") + g("y_masked"))
+    a0 = cfg.alpha0 if recipe.gan_weight is None else recipe.gan_weight
+    pw = recipe.pixel_weight
+    return (a0 * g("G")
+            + pw * cfg.alpha1 * (g("R_raw") + g("R_masked"))
+            + pw * cfg.alpha2 * (g("x_raw") + g("y_raw") + g("x_masked") + g("y_masked"))
             + cfg.alpha3 * (g("p_raw") + g("p_masked"))
             + cfg.alpha4 * g("m")
-            + cfg.alpha5 * (g("x_m") + g("y_m")))
+            + cfg.alpha5 * (g("x_m") + g("y_m"))
+            + recipe.colour * (g("colour_raw") + g("colour_masked"))
+            + g("mask_floor"))
+
+
+def perceptual_recipe(f_z: dict[str, torch.Tensor], feat_s: dict[str, torch.Tensor],
+                      feat_t: dict[str, torch.Tensor], lam: torch.Tensor,
+                      perceptual: "PerceptualLoss", recipe: RecipeConfig,
+                      ramp: float = 1.0) -> torch.Tensor:
+    """L_p^c under a recipe (§3.2.1): attractors on the source layers and the target layer
+    (normalised per layer with ``perceptual_norm``) plus the repeller — the paper's linear
+    −λ·ℓ1×1 or the bounded hinge — weighted by the curriculum ``ramp``. Batch mean."""
+    fn = ell_normalised if recipe.perceptual_norm else ell
+    desc, n = perceptual.descriptor, f_z[perceptual.descriptor].shape[0]
+    lam_t = _per_example(lam, n, f_z[desc].device)
+    attract = sum(fn(feat_s[k], f_z[k]) for k in perceptual.source_layers)
+    attract = attract + fn(feat_t[perceptual.target_layer], f_z[perceptual.target_layer])
+    if recipe.repeller == "linear":
+        repel = -(lam_t * perceptual.cfg.lam_unit) * ell(feat_t[desc], f_z[desc])
+    else:
+        repel = recipe.repeller_weight * loss_repeller_hinge(feat_t[desc], f_z[desc],
+                                                             recipe.margin(lam_t))
+    return (attract + ramp * repel).mean()
 
 
 def generator_terms(x: torch.Tensor, z_raw: torch.Tensor, mask: torch.Tensor,
                     d_out: torch.Tensor | None = None, lam_beta: torch.Tensor | None = None,
                     perceptual: PerceptualLoss | None = None, feat_x: dict | None = None,
-                    lam: torch.Tensor | float = 0.0) -> dict[str, torch.Tensor]:
-    """All per-term generator losses of §3.2 for one batch (target = source x in training)."""
+                    lam: torch.Tensor | float = 0.0, recipe: RecipeConfig | None = None,
+                    ramp: float = 1.0, d_out_raw: torch.Tensor | None = None,
+                    face_region: torch.Tensor | None = None,
+                    view: Callable | None = None) -> dict[str, torch.Tensor]:
+    """All per-term generator losses of §3.2 for one batch (target = source x in training).
+
+    ``d_out``: the paper's D(δ_mx) (LSGAN) or, for ``gan="ns"``, D's logits of z^masked
+    (``d_out_raw``: of z^raw). ``view(x, z_raw, z_masked)`` — the same random transform of
+    all three for the loss network (``eot``); ``feat_x`` is then recomputed on the view.
+    ``face_region``: 1×1×S×S hull of the template landmarks (mask floor).
+    """
+    recipe = recipe or RecipeConfig()
     z_masked = masked_output(z_raw, mask, x)
     t = {
         "R_raw": loss_reconstruction(z_raw, x), "R_masked": loss_reconstruction(z_masked, x),
@@ -264,16 +380,34 @@ def generator_terms(x: torch.Tensor, z_raw: torch.Tensor, mask: torch.Tensor,
         "y_m": loss_mask_derivative_y(mask),
     }
     if d_out is not None:
-        t["G"] = loss_generator_adv(d_out, lam_beta)
+        if recipe.gan == "ns":
+            t["G"] = loss_generator_ns(d_out)
+            if d_out_raw is not None:
+                t["G"] = t["G"] + loss_generator_ns(d_out_raw)
+        else:
+            t["G"] = loss_generator_adv(d_out, lam_beta)
+    if recipe.colour > 0:
+        t["colour_raw"] = loss_colour(z_raw, x)
+        t["colour_masked"] = loss_colour(z_masked, x)
+    if recipe.mask_floor > 0 and face_region is not None:
+        # the floor grows with the dial (full from a quarter of it): λ = 0 keeps the input
+        frac = (_per_example(lam, x.shape[0], x.device) / recipe.lam_max * 4).clamp(0, 1)
+        t["mask_floor"] = ramp * loss_mask_floor(mask, face_region, recipe.mask_floor * frac)
     if perceptual is not None:
         n = x.shape[0]
-        both = perceptual.features(torch.cat([z_raw, z_masked]))
+        lam_t = torch.as_tensor(lam, dtype=torch.float32, device=x.device)
+        zr, zm = z_raw, z_masked
+        if view is not None:
+            xv, zr, zm = view(x, z_raw, z_masked)
+            with torch.no_grad():
+                feat_x = {k: v.detach().float() for k, v in perceptual.features(xv).items()}
+        both = perceptual.features(torch.cat([zr, zm]))
         f_raw = {k: v[:n] for k, v in both.items()}
         f_masked = {k: v[n:] for k, v in both.items()}
-        lam_units = torch.as_tensor(lam, dtype=torch.float32, device=x.device) * perceptual.cfg.lam_unit
-        args = (perceptual.source_layers, perceptual.target_layer, perceptual.descriptor)
-        t["p_raw"] = loss_perceptual(f_raw, feat_x, feat_x, lam_units, *args)
-        t["p_masked"] = loss_perceptual(f_masked, feat_x, feat_x, lam_units, *args)
-        with torch.no_grad():   # logged: descriptor L1 distance output → target (ℓ1×1)
+        t["p_raw"] = perceptual_recipe(f_raw, feat_x, feat_x, lam_t, perceptual, recipe, ramp)
+        t["p_masked"] = perceptual_recipe(f_masked, feat_x, feat_x, lam_t, perceptual, recipe, ramp)
+        with torch.no_grad():   # logged: descriptor distances output → target
             t["id_dist"] = ell(feat_x[perceptual.descriptor], f_raw[perceptual.descriptor]).mean()
+            t["id_unit"] = unit_distance(feat_x[perceptual.descriptor],
+                                         f_raw[perceptual.descriptor]).mean()
     return t

@@ -15,9 +15,18 @@ Discriminator: four strided convolutions with LReLU, instance norm on all but th
 then a sigmoid convolution yielding a single output. All conv weights ~ N(0, 0.02), no
 biases (§4).
 
-Beyond the paper (issue 9): an optional λ-conditioning — log-scaled, normalised λ
-(:func:`lam_feature`) concatenated to the latent and/or FiLM (scale, shift) on the decoder
-blocks — so one network serves every λ at inference time.
+Conditioning scale (§3.1, "the representation of the target … is concatenated"): the
+latent is RMS-normalised and the identity descriptor L2-normalised and scaled to rms 1
+before the concatenation (``id_norm``), so both halves of the decoder's input have the
+same magnitude. Without it the latent (rms ≈ 13) drowns the raw dlib descriptor (rms ≈
+0.13) and swapping the target changes the output by ~1e-4; checkpoints saved before the
+field existed load with ``id_norm=False`` and behave as trained.
+
+Beyond the paper: an optional λ-conditioning — normalised λ (:func:`lam_feature`, log or
+linear scale) concatenated to the latent and/or FiLM (scale, shift) on the decoder blocks —
+so one network serves every λ at inference time. A patch discriminator with logits,
+spectral norm and several scales (``disc_kind="patch"``) serves the ``deid`` training
+recipe (see :mod:`deid_core.recipe`); ``"paper"`` is the §3.1 discriminator.
 
 Not specified by the paper and chosen here (documented deviations): channel widths, kernel
 sizes (5 for encoder/heads, 3 elsewhere, 4 in D), the exact 128-px lattice (one residual
@@ -57,18 +66,25 @@ class ModelConfig:
     unet_channels: int = 1
     disc_channels: tuple[int, ...] = (64, 128, 256, 512)
     enc_kernel: int = 5
-    # λ-conditioning (issue 9)
+    dec_min_channels: int = 4                         # floor of the decoder widths (compact-w)
+    id_norm: bool = True                              # normalised latent ⊕ descriptor (§3.1)
+    disc_kind: str = "paper"                          # paper (§3.1) | patch (logits, SN)
+    disc_scales: int = 1                              # patch D: image pyramid levels
+    # λ-conditioning
     lam_cond: bool = False
     lam_concat: bool = True                           # λ feature concatenated to the latent
     lam_film: bool = True                             # FiLM on the decoder blocks
     lam_min: float = 1e-8                             # λ ≤ lam_min maps to feature 0
     lam_max: float = 2e-5                             # λ = lam_max maps to feature 1
     lam_embed_dim: int = 16
+    lam_scale: str = "log"                            # log (paper λ) | linear (deid dial)
 
     @staticmethod
     def preset(name: str, **overrides) -> "ModelConfig":
-        """Named presets: ``paper-128``, ``paper-256``, ``compact-128``; ``-lamcond`` suffix
-        (or ``lam_cond=True``) gives the λ-conditioned variant (issue 9)."""
+        """Named presets: ``paper-128``, ``paper-256``, ``compact-128`` (width ×0.25),
+        ``compact-128w`` (width ×0.25 with a decoder at least 32 channels wide at every
+        resolution); ``-lamcond`` suffix (or ``lam_cond=True``) gives the λ-conditioned
+        variant."""
         base = name
         lam_cond = False
         if base.endswith("-lamcond"):
@@ -81,9 +97,11 @@ class ModelConfig:
                               dec_channels=1024, dec_res_blocks=(1, 1, 1, 1, 1, 1))
         elif base == "compact-128":
             cfg = ModelConfig(name=name, width=0.25)
+        elif base == "compact-128w":
+            cfg = ModelConfig(name=name, width=0.25, dec_min_channels=32)
         else:
             raise DeidError(f"unknown model preset '{name}' (paper-128, paper-256, compact-128, "
-                            f"optionally with '-lamcond')")
+                            f"compact-128w, optionally with '-lamcond')")
         cfg.lam_cond = lam_cond
         for k, v in overrides.items():
             if not hasattr(cfg, k):
@@ -113,6 +131,10 @@ class ModelConfig:
             raise DeidError("size must be dec_start × a power of two")
         if self.unet_channels * self.unet_res ** 2 > self.latent_dim:
             raise DeidError("U-net connection may not exceed the bottleneck size (§3.1)")
+        if self.disc_kind not in ("paper", "patch"):
+            raise DeidError(f"ModelConfig.disc_kind must be 'paper' or 'patch', got {self.disc_kind!r}")
+        if self.lam_scale not in ("log", "linear"):
+            raise DeidError(f"ModelConfig.lam_scale must be 'log' or 'linear', got {self.lam_scale!r}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -121,19 +143,28 @@ class ModelConfig:
     def from_dict(d: dict) -> "ModelConfig":
         names = {f.name for f in dataclasses.fields(ModelConfig)}
         kw = {k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k in names}
+        kw.setdefault("id_norm", False)    # saved before the conditioning fix: keep its behaviour
         cfg = ModelConfig(**kw)
         cfg.validate()
         return cfg
 
 
-PRESETS = ("paper-128", "paper-256", "compact-128")
+PRESETS = ("paper-128", "paper-256", "compact-128", "compact-128w")
 
 
 def lam_feature(lam: torch.Tensor, cfg: ModelConfig) -> torch.Tensor:
-    """Log-scaled, normalised λ (issue 9): 0 for λ ≤ lam_min, 1 at lam_max, log-linear between."""
+    """Normalised λ: 0 for λ ≤ lam_min, 1 at lam_max; log-linear between (``lam_scale="log"``,
+    the paper's λ spans decades) or linear (``"linear"``: the ``deid`` recipe's dial)."""
     lam = lam.float().clamp_min(0)
+    if cfg.lam_scale == "linear":
+        return (lam / cfg.lam_max).clamp(0, 2)
     lo, hi = math.log10(cfg.lam_min), math.log10(cfg.lam_max)
     return ((torch.log10(lam + cfg.lam_min) - lo) / (hi - lo)).clamp(0, 2)
+
+
+def rms_normalise(v: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """v / rms(v) per row (pixel norm of a vector)."""
+    return v * torch.rsqrt(v.float().square().mean(1, keepdim=True) + eps).to(v.dtype)
 
 
 # --------------------------------------------------------------------------------------
@@ -160,7 +191,7 @@ class SeparableDown(nn.Module):
 
 
 class FiLM(nn.Module):
-    """Feature-wise affine modulation from the λ embedding (issue 9); identity at init."""
+    """Feature-wise affine modulation from the λ embedding; identity at init."""
 
     def __init__(self, emb_dim: int, channels: int):
         super().__init__()
@@ -258,7 +289,7 @@ class Generator(nn.Module):
             cin = c + (cfg.unet_channels if res == cfg.unet_res else 0)
             if res == cfg.unet_res:
                 self.unet_after = len(self.dec_blocks)   # concat before this block
-            cout = max(4, c // 2)
+            cout = max(4, cfg.dec_min_channels, c // 2)
             self.dec_blocks.append(UpscaleBlock(cin, cout, film_dim))
             c, res = cout, res * 2
             for _ in range(n_res):
@@ -298,7 +329,11 @@ class Generator(nn.Module):
                 skip = self.unet_proj(h)
         latent = self.enc_fc(h.flatten(1))
         emb = self.lam_embedding(lam, n, x.device)
-        parts = [latent, id_emb.to(latent.dtype)]
+        ident = id_emb.to(latent.dtype)
+        if self.cfg.id_norm:   # equal magnitudes for latent and descriptor (§3.1 concatenation)
+            latent = rms_normalise(latent)
+            ident = rms_normalise(ident)
+        parts = [latent, ident]
         if emb is not None and self.cfg.lam_concat:
             parts.append(emb.to(latent.dtype))
         z = self.dec_fc(torch.cat(parts, dim=1))
@@ -336,9 +371,42 @@ class Discriminator(nn.Module):
         return self.net(x).flatten(1)   # N×1
 
 
+class PatchDiscriminator(nn.Module):
+    """Multi-scale patch discriminator with logits (pix2pixHD-style, spectral norm, no norm
+    layers): at each of ``disc_scales`` pyramid levels three strided k4 convs and a k3 logit
+    conv; returns N×P, every patch logit of every scale (``deid`` recipe)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        sn = nn.utils.parametrizations.spectral_norm
+        chs = [max(16, cfg.ch(c)) for c in cfg.disc_channels[:3]]
+        self.scales = nn.ModuleList()
+        for _ in range(cfg.disc_scales):
+            layers: list[nn.Module] = []
+            cin = 3
+            for c in chs:
+                layers += [sn(nn.Conv2d(cin, c, 4, stride=2, padding=1)), nn.LeakyReLU(0.2)]
+                cin = c
+            layers.append(sn(nn.Conv2d(cin, 1, 3, padding=1)))
+            self.scales.append(nn.Sequential(*layers))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        outs = []
+        for i, net in enumerate(self.scales):
+            if i:
+                x = nn.functional.avg_pool2d(x, 2)
+            outs.append(net(x).flatten(1))
+        return torch.cat(outs, 1)
+
+
+def build_discriminator(cfg: ModelConfig) -> nn.Module:
+    """The §3.1 discriminator or the recipe's patch discriminator, by ``cfg.disc_kind``."""
+    return PatchDiscriminator(cfg) if cfg.disc_kind == "patch" else Discriminator(cfg)
+
+
 def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def build(cfg: ModelConfig) -> tuple[Generator, Discriminator]:
-    return Generator(cfg), Discriminator(cfg)
+def build(cfg: ModelConfig) -> tuple[Generator, nn.Module]:
+    return Generator(cfg), build_discriminator(cfg)

@@ -8,11 +8,15 @@ One iteration:
   (d) G step on the compound loss (:func:`deid_core.losses.compound_loss`).
 
 Adam lr 1e-4, β = (0.5, 0.99) for both networks; batch 32 (128 px) / 64 (256 px).
+The recipe (:mod:`deid_core.recipe`, ``TrainConfig.recipe``) is ``paper`` (§3.2 as written)
+or ``deid`` (bounded repeller, loss-network views, patch GAN with logits, colour and mask
+constraints, curriculum, EMA weights); each ``deid`` change is a switch (``options``).
 λ schedule (paper units): a list of ``(iteration, λ)`` steps. paper-128 / compact-128:
 four steps 1e-7 → 5e-7 → 1e-6 → 2e-6 at 0, ¼, ½, ¾ of the run (the paper: "from 1e-7 to
 2e-6 in four steps" over 230k iterations; the intermediate values are our choice);
-paper-256: a fixed 2e-6 for 80k iterations. The λ-conditioned variant (issue 9) samples λ
-per example: 0 with probability ``lam_zero_prob``, else log-uniform in ``lam_range``.
+paper-256: a fixed 2e-6 for 80k iterations. The λ-conditioned variant samples λ per
+example: 0 with probability ``lam_zero_prob``, else log-uniform in ``lam_range`` (``paper``)
+or uniform on [0, λ_max] (``deid``: the dial is linear in λ).
 
 CUDA: bf16 (or fp16 with a GradScaler) autocast, channels-last tensors. Multi-GPU:
 launch with ``torchrun --nproc_per_node=K -m deid_core.cli train ...``; the world is read
@@ -29,6 +33,7 @@ Logs: ``RUN_DIR/losses.csv`` (per-term losses), TensorBoard if installed, sample
 from __future__ import annotations
 
 import contextlib
+import copy
 import csv
 import dataclasses
 import json
@@ -44,16 +49,19 @@ import numpy as np
 import torch
 
 from deid_core import __version__, paths
-from deid_core.augment import AugmentConfig, distort
+from deid_core.augment import AugmentConfig, ViewConfig, distort, same_view
 from deid_core.data import FaceCacheDataset, StepBatchSampler, to_uint8
 from deid_core.errors import DeidError
 from deid_core.losses import (LossConfig, PerceptualLoss, compound_loss, generator_terms,
-                              loss_discriminator, masked_output, mixup, sample_mixup)
-from deid_core.model import Discriminator, Generator, ModelConfig
+                              loss_discriminator, loss_discriminator_ns, masked_output, mixup,
+                              sample_mixup)
+from deid_core.model import Generator, ModelConfig, build_discriminator
+from deid_core.recipe import RecipeConfig, dial
 
 CHECKPOINT_NAME = "checkpoint.pt"
 LOSS_KEYS = ("total", "D", "G", "R_raw", "R_masked", "x_raw", "y_raw", "x_masked", "y_masked",
-             "p_raw", "p_masked", "m", "x_m", "y_m", "id_dist", "lam")
+             "p_raw", "p_masked", "m", "x_m", "y_m", "colour_raw", "colour_masked", "mask_floor",
+             "id_dist", "id_unit", "lam", "ramp")
 PAPER_128_SCHEDULE = ((0.0, 1e-7), (0.25, 5e-7), (0.5, 1e-6), (0.75, 2e-6))   # fractions of steps
 PAPER_256_SCHEDULE = ((0.0, 2e-6),)
 
@@ -62,6 +70,8 @@ PAPER_256_SCHEDULE = ((0.0, 2e-6),)
 class TrainConfig:
     """Everything a run needs; saved in each checkpoint."""
     preset: str = "compact-128"
+    recipe: str = "paper"                              # paper (§3.2) | deid (deid_core.recipe)
+    options: dict = field(default_factory=dict)        # recipe switches (ablation)
     model: dict = field(default_factory=dict)          # ModelConfig overrides
     data: list = field(default_factory=list)           # face-cache folders (mixed sources)
     exclude_persons: list = field(default_factory=list)  # identities held out of training
@@ -83,12 +93,19 @@ class TrainConfig:
     log_every: int = 10
     seed: int = 0
     workers: int = 0
+    preload: bool = True                               # decode the face caches once into memory
+    init: str | None = None                            # warm start: G (and D) weights of a checkpoint
     threads: int | None = None                         # torch CPU threads (None: leave)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     loss: LossConfig = field(default_factory=LossConfig)
 
+    def recipe_config(self) -> RecipeConfig:
+        return RecipeConfig.preset(self.recipe, **self.options)
+
     def model_config(self) -> ModelConfig:
-        return ModelConfig.preset(self.preset, **self.model)
+        """The preset, with the recipe's model fields, then the explicit overrides."""
+        return ModelConfig.preset(self.preset, **{**self.recipe_config().model_overrides(),
+                                                  **self.model})
 
     def resolved_batch(self) -> int:
         return self.batch or (64 if self.model_config().size >= 256 else 32)
@@ -97,6 +114,8 @@ class TrainConfig:
         """The (iteration, λ) list; preset defaults scaled to this run's length."""
         if self.lam_schedule:
             sched = sorted((int(s), float(v)) for s, v in self.lam_schedule)
+        elif self.recipe_config().repeller == "hinge":
+            sched = [(0, self.recipe_config().lam_max)]     # fixed-λ model: the top of the dial
         else:
             frac = PAPER_256_SCHEDULE if self.model_config().size >= 256 else PAPER_128_SCHEDULE
             sched = [(int(round(f * self.steps)), v) for f, v in frac]
@@ -118,6 +137,7 @@ class TrainConfig:
         d["loss"] = LossConfig(**lc)
         d["betas"] = tuple(d.get("betas", (0.5, 0.99)))
         d["lam_range"] = tuple(d.get("lam_range", (1e-7, 1e-5)))
+        d.setdefault("recipe", "paper")     # runs saved before recipes existed
         names = {f.name for f in dataclasses.fields(TrainConfig)}
         return TrainConfig(**{k: v for k, v in d.items() if k in names})
 
@@ -132,12 +152,36 @@ def lam_at(schedule: Sequence[tuple[int, float]], step: int) -> float:
 
 
 def sample_lams(n: int, lam_range: tuple[float, float], zero_prob: float,
-                generator: torch.Generator) -> torch.Tensor:
-    """Per-example λ for the conditioned variant: 0 w.p. ``zero_prob``, else log-uniform."""
-    lo, hi = math.log10(lam_range[0]), math.log10(lam_range[1])
+                generator: torch.Generator, uniform: bool = False) -> torch.Tensor:
+    """Per-example λ for the conditioned variant: 0 w.p. ``zero_prob``, else log-uniform in
+    ``lam_range`` (paper units) or, with ``uniform``, uniform on [0, lam_range[1]]."""
     u = torch.rand(n, generator=generator)
-    lam = 10 ** (lo + (hi - lo) * torch.rand(n, generator=generator))
+    r = torch.rand(n, generator=generator)
+    if uniform:
+        lam = lam_range[1] * r
+    else:
+        lo, hi = math.log10(lam_range[0]), math.log10(lam_range[1])
+        lam = 10 ** (lo + (hi - lo) * r)
     return torch.where(u < zero_prob, torch.zeros(n), lam)
+
+
+def face_region(size: int) -> torch.Tensor:
+    """1×1×S×S float mask of the template landmarks' convex hull in an aligned crop."""
+    import cv2
+    from deid_core.align import template_landmarks
+    pts = np.round(template_landmarks(size)).astype(np.int32)
+    region = np.zeros((size, size), np.uint8)
+    cv2.fillConvexPoly(region, cv2.convexHull(pts), 1)
+    return torch.from_numpy(region).float()[None, None]
+
+
+@torch.no_grad()
+def ema_update(ema: torch.nn.Module, model: torch.nn.Module, beta: float) -> None:
+    """ema ← β·ema + (1 − β)·model for parameters; buffers copied."""
+    for pe, p in zip(ema.parameters(), model.parameters()):
+        pe.lerp_(p.detach().to(pe.dtype), 1 - beta)
+    for be, b in zip(ema.buffers(), model.buffers()):
+        be.copy_(b)
 
 
 # ---------------------------------------------------------------------------- utilities
@@ -195,13 +239,15 @@ def atomic_save(obj: Any, path: Path) -> Path:
     return path
 
 
-def save_grid(path: Path, x: torch.Tensor, z: torch.Tensor, m: torch.Tensor) -> Path:
-    """PNG with one row per example: source | output | mask."""
+def save_grid(path: Path, x: torch.Tensor, z: torch.Tensor | list[torch.Tensor],
+              m: torch.Tensor) -> Path:
+    """PNG with one row per example: source | output(s) | mask."""
     from PIL import Image
-    src, out = to_uint8(x), to_uint8(z)
+    outs = [to_uint8(zi) for zi in (z if isinstance(z, (list, tuple)) else [z])]
     mask = (m.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).cpu()
     mask = mask[:, 0, :, :, None].expand(-1, -1, -1, 3).numpy()
-    rows = [np.concatenate([a, b, c], axis=1) for a, b, c in zip(src, out, mask)]
+    rows = [np.concatenate([src, *(o[i] for o in outs), mask[i]], axis=1)
+            for i, src in enumerate(to_uint8(x))]
     grid = np.concatenate(rows, axis=0)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -216,6 +262,16 @@ def load_identity(name: str, device: torch.device):
         return None
     from deid_core.identity import load_identity_network
     return load_identity_network(name, device=str(device))
+
+
+def _load_matching(module: torch.nn.Module, state: dict) -> tuple[int, list[str]]:
+    """Load the tensors of ``state`` whose name and shape match ``module``'s; returns the
+    count loaded and the names skipped."""
+    own = module.state_dict()
+    take = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    own.update(take)
+    module.load_state_dict(own)
+    return len(take), sorted(k for k in own if k not in take)
 
 
 def _ddp_env() -> tuple[int, int, int]:
@@ -233,6 +289,7 @@ class Trainer:
 
     def __init__(self, cfg: TrainConfig, dataset=None, identity=None):
         self.cfg = cfg
+        self.recipe = cfg.recipe_config()
         self.mcfg = cfg.model_config()
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
@@ -257,7 +314,7 @@ class Trainer:
         random.seed(cfg.seed)
         self.gen = torch.Generator().manual_seed(cfg.seed + 1 + 1000 * self.rank)  # aug, mixup, λ
         self.G = Generator(self.mcfg).to(self.device)
-        self.D = Discriminator(self.mcfg).to(self.device) if cfg.gan else None
+        self.D = build_discriminator(self.mcfg).to(self.device) if cfg.gan else None
         if self.channels_last:
             self.G = self.G.to(memory_format=torch.channels_last)
             if self.D is not None:
@@ -267,6 +324,10 @@ class Trainer:
                       if self.D is not None else None)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.G_train, self.D_train = self.G, self.D
+        self.G_ema = (copy.deepcopy(self.G).eval().requires_grad_(False)
+                      if self.recipe.ema else None)
+        self.region = face_region(self.mcfg.size).to(self.device)
+        self.view = same_view(ViewConfig(), self.gen) if self.recipe.eot else None
         if self.world > 1:
             from torch.nn.parallel import DistributedDataParallel as DDP
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -284,6 +345,7 @@ class Trainer:
                 landmarks = template_landmarks(self.mcfg.size)
             self.perceptual = PerceptualLoss(identity, cfg.loss, crop_landmarks=landmarks)
         self.dataset = dataset
+        self.init_report: dict | None = None     # filled by warm_start (cfg.init)
         self.step = 0
         self.lam = lam_at(self.schedule, 0)
         self.tb = None
@@ -304,58 +366,80 @@ class Trainer:
 
     def train_step(self, x: torch.Tensor) -> dict[str, float]:
         """One D + G update on the batch x (N×3×S×S in [−1, 1]); returns per-term losses."""
-        cfg, n = self.cfg, x.shape[0]
+        cfg, rc, n = self.cfg, self.recipe, x.shape[0]
         x = x.to(self.device, non_blocking=True)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        grid_gen = self.gen
-        x_in = distort(x, cfg.augment, generator=grid_gen)
+        x_in = distort(x, cfg.augment, generator=self.gen)
         lam_beta = sample_mixup(n, cfg.loss.mixup_alpha, generator=self.gen).to(self.device)
         if self.mcfg.lam_cond:
-            lam = sample_lams(n, cfg.lam_range, cfg.lam_zero_prob, self.gen).to(self.device)
+            uniform = rc.lam_sampling == "uniform"
+            lam = sample_lams(n, (0.0, rc.lam_max) if uniform else cfg.lam_range,
+                              cfg.lam_zero_prob, self.gen, uniform=uniform).to(self.device)
         else:
             lam = torch.full((n,), self.lam, device=self.device)
+        ramp = rc.ramp_factor(self.step, cfg.steps)
         e, feat_x = self.embed(x)
         with self._autocast():
             z_raw, mask = self.G_train(x_in, e, lam if self.mcfg.lam_cond else None)
         z_raw, mask = z_raw.float(), mask.float()
         z_masked = masked_output(z_raw, mask, x)
         out: dict[str, float] = {}
-        # (c) discriminator step on the mixup of real and masked output
-        d_out_g = None
+        # (c) discriminator step on the mixup of real and (masked, with gan_raw also raw) output
+        d_out_g = d_out_raw = None
         if self.D is not None:
             self.opt_D.zero_grad(set_to_none=True)
             with self._autocast():
                 d_out = self.D_train(mixup(x, z_masked.detach(), lam_beta))
-            loss_d = loss_discriminator(d_out, lam_beta)
+                d_raw = (self.D_train(mixup(x, z_raw.detach(), lam_beta))
+                         if rc.gan == "ns" and rc.gan_raw else None)
+            if rc.gan == "ns":
+                loss_d = loss_discriminator_ns(d_out, lam_beta)
+                if d_raw is not None:
+                    loss_d = loss_d + loss_discriminator_ns(d_raw, lam_beta)
+            else:
+                loss_d = loss_discriminator(d_out, lam_beta)
             self.scaler.scale(loss_d).backward()
             self.scaler.step(self.opt_D)
             out["D"] = loss_d.item()
             self.D.requires_grad_(False)
-            with self._autocast():
-                d_out_g = self.D(mixup(x, z_masked, lam_beta))   # unwrapped: no DDP sync
+            with self._autocast():   # unwrapped D: no DDP sync
+                if rc.gan == "ns":
+                    d_out_g = self.D(z_masked)
+                    d_out_raw = self.D(z_raw) if rc.gan_raw else None
+                else:
+                    d_out_g = self.D(mixup(x, z_masked, lam_beta))
         # (d) generator step on the compound loss
         self.opt_G.zero_grad(set_to_none=True)
         terms = generator_terms(x, z_raw, mask, d_out=d_out_g, lam_beta=lam_beta,
-                                perceptual=self.perceptual, feat_x=feat_x, lam=lam)
-        total = compound_loss(terms, cfg.loss)
+                                perceptual=self.perceptual, feat_x=feat_x, lam=lam, recipe=rc,
+                                ramp=ramp, d_out_raw=d_out_raw, face_region=self.region,
+                                view=self.view)
+        total = compound_loss(terms, cfg.loss, rc)
         self.scaler.scale(total).backward()
         self.scaler.step(self.opt_G)
         self.scaler.update()
         if self.D is not None:
             self.D.requires_grad_(True)
+        self.step += 1
+        if self.G_ema is not None:   # StyleGAN2-ADA's EMA: half-life ema_kimg, ramped up
+            nimg = self.step * self.batch
+            ema_nimg = min(rc.ema_kimg * 1000, nimg * rc.ema_rampup)
+            ema_update(self.G_ema, self.G, 0.5 ** (self.batch / max(ema_nimg, 1e-8)))
         out.update({k: float(v.detach()) for k, v in terms.items()})
         out["total"] = total.item()
         out["lam"] = float(lam.mean())
-        self.step += 1
+        out["ramp"] = ramp
         self.lam = lam_at(self.schedule, self.step)
         return out
 
     # ------------------------------------------------------------------- checkpoints
     def state_dict(self) -> dict:
         return {
-            "config": {"model": self.mcfg.to_dict(), "train": self.cfg.to_dict()},
+            "config": {"model": self.mcfg.to_dict(), "train": self.cfg.to_dict(),
+                       "recipe": self.recipe.to_dict()},
             "generator": self.G.state_dict(),
+            "generator_ema": self.G_ema.state_dict() if self.G_ema is not None else None,
             "discriminator": self.D.state_dict() if self.D is not None else None,
             "optimizer": {"G": self.opt_G.state_dict(),
                           "D": self.opt_D.state_dict() if self.opt_D else None,
@@ -386,6 +470,8 @@ class Trainer:
             raise DeidError(f"{where} was trained with another model config ({saved.name}); "
                             f"cannot resume as {self.mcfg.name}")
         self.G.load_state_dict(ck["generator"])
+        if self.G_ema is not None:
+            self.G_ema.load_state_dict(ck.get("generator_ema") or ck["generator"])
         if self.D is not None and ck.get("discriminator") is not None:
             self.D.load_state_dict(ck["discriminator"])
         self.opt_G.load_state_dict(ck["optimizer"]["G"])
@@ -395,6 +481,48 @@ class Trainer:
         self.step = int(ck["step"])
         self.lam = lam_at(self.schedule, self.step)
         set_rng_state(ck["rng"], self.gen)
+
+    def warm_start(self, path: str | Path) -> dict:
+        """Copy every generator (and discriminator) tensor of ``path`` whose name and shape
+        match this run's networks; the rest keep their initialisation. A generator saved
+        without ``id_norm`` gets its decoder FC columns rescaled by the rms its latent and
+        descriptor had, so the warm-started network starts from the same function."""
+        from deid_core.inference import load_checkpoint
+        ck = load_checkpoint(path)
+        src_cfg = ModelConfig.from_dict(ck["config"]["model"])
+        report = {"from": str(path), "generator": 0, "skipped": [], "discriminator": 0}
+        src = {k: v.float() for k, v in (ck.get("generator_ema") or ck["generator"]).items()}
+        if self.mcfg.id_norm and not src_cfg.id_norm and "dec_fc.weight" in src and self.perceptual:
+            src["dec_fc.weight"] = self._fold_id_norm(src_cfg, ck, src["dec_fc.weight"])
+        report["generator"], report["skipped"] = _load_matching(self.G, src)
+        if self.G_ema is not None:
+            self.G_ema.load_state_dict(self.G.state_dict())
+        if self.D is not None and ck.get("discriminator"):
+            report["discriminator"], _ = _load_matching(
+                self.D, {k: v.float() for k, v in ck["discriminator"].items()})
+        return report
+
+    @torch.no_grad()
+    def _fold_id_norm(self, src_cfg: ModelConfig, ck: dict, w: torch.Tensor) -> torch.Tensor:
+        """dec_fc columns × the rms of latent / descriptor (measured on the sample faces)."""
+        G0 = Generator(src_cfg)
+        _load_matching(G0, {k: v.float() for k, v in ck["generator"].items()})
+        x = self._probe_faces()
+        e, _ = self.embed(x.to(self.device))
+        h = G0.enc_in(x)
+        for down in G0.enc_down:
+            h = down(h)
+        rms_l = G0.enc_fc(h.flatten(1)).square().mean().sqrt().item()
+        rms_e = e.float().square().mean().sqrt().item()
+        w = w.clone()
+        w[:, :src_cfg.latent_dim] *= rms_l
+        w[:, src_cfg.latent_dim:src_cfg.latent_dim + src_cfg.id_dim] *= rms_e
+        return w
+
+    def _probe_faces(self) -> torch.Tensor:
+        if self.dataset is not None and len(self.dataset):
+            return torch.stack([self.dataset[i] for i in range(min(8, len(self.dataset)))])
+        return torch.zeros(1, 3, self.mcfg.size, self.mcfg.size)
 
     # -------------------------------------------------------------------------- logging
     def _log(self, row: dict) -> None:
@@ -426,12 +554,21 @@ class Trainer:
 
     @torch.no_grad()
     def sample(self, x: torch.Tensor, path: Path) -> Path:
+        """PNG grid, one row per face: source | outputs at 5 dial positions (λ-conditioned;
+        else the current λ) | mask at the top position. Uses the EMA generator if any."""
         x = x.to(self.device)
         e, _ = self.embed(x)
-        lam = self.lam if not self.mcfg.lam_cond else self.cfg.lam_range[1] / 10
-        with self._autocast():
-            z, m = self.G(x, e, lam if self.mcfg.lam_cond else None)
-        return save_grid(path, x, z.float(), m.float())
+        G = self.G_ema if self.G_ema is not None else self.G
+        lams = dial(self.recipe, 5) if self.mcfg.lam_cond else [self.lam]
+        if self.mcfg.lam_cond and self.recipe.lam_sampling != "uniform":
+            lams = [0.0] + list(np.geomspace(self.cfg.lam_range[0], self.cfg.lam_range[1], 4))
+        outs, mask = [], None
+        for lam in lams:
+            with self._autocast():
+                z, m = G(x, e, lam if self.mcfg.lam_cond else None)
+            outs.append(masked_output(z.float(), m.float(), x))
+            mask = m.float()
+        return save_grid(path, x, outs, mask)
 
     # ---------------------------------------------------------------------------- run
     def run(self, resume: bool = False, progress: bool = True, until: int | None = None
@@ -445,7 +582,8 @@ class Trainer:
             if not cfg.data:
                 raise DeidError("no training data: give one or more face caches (--data)")
             self.dataset = FaceCacheDataset(cfg.data, size=self.mcfg.size,
-                                            exclude_persons=cfg.exclude_persons)
+                                            exclude_persons=cfg.exclude_persons,
+                                            preload=cfg.preload)
         if getattr(self.dataset, "size", self.mcfg.size) != self.mcfg.size:
             raise DeidError(f"data crops are {self.dataset.size}² but {self.mcfg.name} needs "
                             f"{self.mcfg.size}²")
@@ -456,7 +594,13 @@ class Trainer:
         if self.rank == 0:
             self.out.mkdir(parents=True, exist_ok=True)
             (self.out / "config.json").write_text(json.dumps(
-                {"model": self.mcfg.to_dict(), "train": cfg.to_dict()}, indent=1, default=str))
+                {"model": self.mcfg.to_dict(), "train": cfg.to_dict(),
+                 "recipe": self.recipe.to_dict()}, indent=1, default=str))
+        if cfg.init and not resume and self.init_report is None:
+            self.init_report = self.warm_start(cfg.init)
+            if self.rank == 0:
+                print(f"warm start from {cfg.init}: {self.init_report['generator']} generator "
+                      f"tensors, {len(self.init_report['skipped'])} kept fresh")
         if resume:
             self.load_checkpoint(self.out / CHECKPOINT_NAME)
             if self.rank == 0:

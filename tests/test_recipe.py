@@ -1,0 +1,314 @@
+"""The training recipes (paper / deid): each new loss term against a hand value, the
+conditioning fix, the recipe switches, the loss-network views, EMA and warm start."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+from deid_core import losses as L
+from deid_core.augment import ViewConfig, same_view
+from deid_core.data import InMemoryFaces
+from deid_core.errors import DeidError
+from deid_core.model import Generator, ModelConfig, PatchDiscriminator, build_discriminator
+from deid_core.recipe import RecipeConfig, dial, parse_options
+from deid_core.train import (Trainer, TrainConfig, atomic_save, ema_update, face_region,
+                             sample_lams)
+
+
+class FakeIdentity(nn.Module):
+    """Small frozen stand-in for the loss network (maps 72/35/17/8/4 + 128-d descriptor)."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(123)
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.fc = nn.Linear(4, 128)
+        self.eval().requires_grad_(False)
+
+    def features(self, x):
+        h = torch.tanh(self.conv(x))
+        out = {f"s{s}": nn.functional.adaptive_avg_pool2d(h, s) for s in (72, 35, 17, 8, 4)}
+        out["descriptor"] = self.fc(h.mean((2, 3)))
+        return out
+
+
+@pytest.fixture(scope="module")
+def faces():
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 255, (1, 16, 16, 3), dtype=np.uint8)
+    return InMemoryFaces([np.kron(np.roll(base[0], i, axis=0), np.ones((8, 8, 1), np.uint8))
+                          for i in range(6)])
+
+
+# ------------------------------------------------------------------ terms: hand values
+
+
+def test_hinge_repeller_hand_value_and_bounded_gradient():
+    t = torch.tensor([[1.0, 0.0], [1.0, 0.0]])
+    z = torch.tensor([[0.0, 2.0], [3.0, 0.0]], requires_grad=True)
+    # unit vectors: (0, 1) is √2 ≈ 1.414 from (1, 0); (1, 0) is 0 from it
+    d = L.unit_distance(t, z)
+    assert d.tolist() == pytest.approx([math.sqrt(2), 0.0], abs=1e-6)
+    h = L.loss_repeller_hinge(t, z, torch.tensor([1.0, 0.5]))
+    assert h.tolist() == pytest.approx([0.0, 0.5])          # max(0, 1 − 1.414), max(0, .5 − 0)
+    h[0].backward()
+    assert z.grad.abs().sum() == 0                          # beyond the margin: no push at all
+
+
+def test_hinge_pushes_identity_away_inside_margin():
+    t = torch.tensor([[1.0, 0.0]])
+    z = torch.tensor([[1.0, 0.2]], requires_grad=True)
+    L.loss_repeller_hinge(t, z, 0.5).sum().backward()
+    z2 = z.detach() - 0.1 * z.grad
+    assert L.unit_distance(t, z2) > L.unit_distance(t, z.detach())
+
+
+def test_normalised_ell_divides_by_reference_magnitude():
+    a = torch.tensor([[2.0, -2.0, 4.0, 0.0]])       # mean |a| = 2
+    b = torch.tensor([[1.0, -2.0, 4.0, 2.0]])       # |a − b| = [1, 0, 0, 2] → mean .75
+    assert L.ell(a, b).item() == pytest.approx(0.75)
+    assert L.ell_normalised(a, b).item() == pytest.approx(0.375, rel=1e-5)
+    # scaling both by 100 leaves the normalised term unchanged
+    assert L.ell_normalised(100 * a, 100 * b).item() == pytest.approx(0.375, rel=1e-5)
+
+
+def test_mask_floor_hand_value_and_per_example_floor():
+    region = torch.zeros(1, 1, 2, 2)
+    region[..., 0, :] = 1                                    # top row is "face"
+    m = torch.tensor([[[[0.2, 0.6], [0.0, 0.0]]], [[[0.0, 0.0], [0.0, 0.0]]]])
+    # example 0, floor .5: max(0, .5−.2)=.3, max(0, .5−.6)=0 → mean over 2 face px = .15
+    # example 1, floor .5: .5, .5 → .5 ; batch mean .325 (bottom row never counts)
+    assert L.loss_mask_floor(m, region, 0.5).item() == pytest.approx(0.325)
+    # floors (.5, 0): (.15 + 0)/2
+    assert L.loss_mask_floor(m, region, torch.tensor([0.5, 0.0])).item() == pytest.approx(0.075)
+
+
+def test_colour_term_separates_tone_shift_from_luma_detail():
+    torch.manual_seed(0)
+    x = torch.rand(1, 3, 128, 128) * 0.5 - 0.25
+    assert L.loss_colour(x, x).item() == 0
+    # a constant shift of all channels: low-pass term = 0.1 exactly, chroma high-pass 0
+    shifted = x + 0.1
+    assert L.loss_colour(shifted, x).item() == pytest.approx(0.1, abs=1e-5)
+    # grey (equal-RGB) high-frequency detail changes luma only: chroma term 0, low-pass ~0
+    noise = (torch.rand(1, 1, 128, 128) - 0.5) * 0.2
+    assert L.loss_colour(x + noise, x).item() < 0.01
+    # the same energy in one channel is colourful texture: clearly penalised
+    coloured = x.clone()
+    coloured[:, 0:1] += noise * 3
+    assert L.loss_colour(coloured, x).item() > 5 * L.loss_colour(x + noise, x).item()
+    # YCbCr of grey has no chroma
+    assert L.rgb_to_ycbcr(torch.full((1, 3, 2, 2), 0.3))[:, 1:].abs().max() < 1e-6
+
+
+def test_non_saturating_gan_terms_hand_values():
+    d = torch.tensor([[0.0, 0.0], [2.0, -2.0]])
+    lam_b = torch.tensor([1.0, 0.0]).view(2, 1, 1, 1)
+    # BCE(0 logit, 1) = ln 2 twice; BCE(2, 0) = softplus(2), BCE(−2, 0) = softplus(−2)
+    want = (2 * math.log(2) + math.log1p(math.exp(2)) + math.log1p(math.exp(-2))) / 4
+    assert L.loss_discriminator_ns(d, lam_b).item() == pytest.approx(want, rel=1e-6)
+    # G: softplus(−D): [ln 2, ln 2, softplus(−2), softplus(2)] mean
+    want_g = (2 * math.log(2) + math.log1p(math.exp(-2)) + math.log1p(math.exp(2))) / 4
+    assert L.loss_generator_ns(d).item() == pytest.approx(want_g, rel=1e-6)
+
+
+def test_compound_loss_recipe_weights():
+    ones = {k: torch.tensor(1.0) for k in ["G", "R_raw", "R_masked", "x_raw", "y_raw", "x_masked",
+                                            "y_masked", "p_raw", "p_masked", "m", "x_m", "y_m",
+                                            "colour_raw", "colour_masked", "mask_floor"]}
+    cfg = L.LossConfig()
+    paper = L.compound_loss({k: v for k, v in ones.items() if k != "mask_floor"}, cfg,
+                            RecipeConfig.preset("paper")).item()
+    assert paper == pytest.approx(4.523)          # colour has weight 0 in the paper recipe
+    r = RecipeConfig.preset("deid")
+    # gan .05 + 10·.5·2 + 10·.5·4 + .5·2 + 3e-3 + 1e-2·2 + 5·2 + 1
+    want = 0.05 + 10 + 20 + 1 + 3e-3 + 0.02 + 10 + 1
+    assert L.compound_loss(ones, cfg, r).item() == pytest.approx(want)
+
+
+def test_perceptual_recipe_paper_equals_loss_perceptual():
+    pl = L.PerceptualLoss(FakeIdentity())
+    torch.manual_seed(1)
+    x, z = torch.rand(2, 3, 32, 32) * 2 - 1, torch.rand(2, 3, 32, 32) * 2 - 1
+    fx, fz = pl.features(x), pl.features(z)
+    lam = torch.tensor([0.0, 1e-6])
+    a = L.perceptual_recipe(fz, fx, fx, lam, pl, RecipeConfig.preset("paper"))
+    b = L.loss_perceptual(fz, fx, fx, lam * pl.cfg.lam_unit, pl.source_layers, pl.target_layer)
+    assert a.item() == pytest.approx(b.item(), rel=1e-6)
+    # deid: λ = 0 → margin 0 → only the (normalised) attractors; ramp 0 removes the repeller
+    r = RecipeConfig.preset("deid")
+    at0 = L.perceptual_recipe(fz, fx, fx, torch.zeros(2), pl, r)
+    top = L.perceptual_recipe(fz, fx, fx, torch.full((2,), r.lam_max), pl, r)
+    off = L.perceptual_recipe(fz, fx, fx, torch.full((2,), r.lam_max), pl, r, ramp=0.0)
+    assert off.item() == pytest.approx(at0.item())
+    d = L.unit_distance(fx["descriptor"], fz["descriptor"])
+    assert (top - at0).item() == pytest.approx((r.margin_max - d).clamp_min(0).mean().item(), rel=1e-5)
+
+
+# --------------------------------------------------------------------- conditioning
+
+
+def test_identity_conditioning_is_alive_with_id_norm():
+    """§3.1: the target's descriptor must change the output even when the latent is large
+    (trained latents have rms ≈ 13, dlib descriptors ≈ 0.13)."""
+    x = torch.rand(2, 3, 128, 128) * 2 - 1
+    e1, e2 = torch.randn(2, 128) * 0.13, torch.randn(2, 128) * 0.13
+    diffs = {}
+    for id_norm in (False, True):
+        torch.manual_seed(0)
+        G = Generator(ModelConfig.preset("compact-128", id_norm=id_norm)).eval()
+        with torch.no_grad():
+            G.enc_fc.weight.mul_(300)                    # latent rms like a trained encoder
+            h = G.enc_in(x)
+            for down in G.enc_down:
+                h = down(h)
+            rms = G.enc_fc(h.flatten(1)).square().mean().sqrt().item()
+            diffs[id_norm] = (G(x, e1)[0] - G(x, e2)[0]).abs().mean().item()
+    assert rms > 5
+    assert diffs[True] > 20 * diffs[False] and diffs[True] > 1e-2
+
+
+def test_legacy_config_loads_without_id_norm():
+    d = ModelConfig.preset("compact-128").to_dict()
+    d.pop("id_norm")
+    assert ModelConfig.from_dict(d).id_norm is False
+    assert ModelConfig.preset("compact-128").id_norm is True
+
+
+def test_patch_discriminator_logits_and_scales():
+    cfg = ModelConfig.preset("compact-128", disc_kind="patch", disc_scales=2)
+    D = build_discriminator(cfg)
+    assert isinstance(D, PatchDiscriminator)
+    out = D(torch.rand(3, 3, 128, 128) * 2 - 1)
+    assert out.shape == (3, 16 * 16 + 8 * 8)                 # patches of both scales
+    assert any("parametrizations" in n for n, _ in D.named_parameters())   # spectral norm
+
+
+# ------------------------------------------------------------------------ recipe switches
+
+
+def test_recipe_presets_and_switches():
+    p, d = RecipeConfig.preset("paper"), RecipeConfig.preset("deid")
+    assert (p.repeller, p.gan, p.eot, p.ema, p.colour, p.mask_floor) == ("linear", "lsgan", False,
+                                                                        False, 0.0, 0.0)
+    assert (d.repeller, d.gan, d.eot, d.ema, d.curriculum) == ("hinge", "ns", True, True, True)
+    off = RecipeConfig.preset("deid", **parse_options(["eot=0", "repeller=linear", "colour=0"]))
+    assert (off.eot, off.repeller, off.colour) == (False, "linear", 0.0)
+    with pytest.raises(DeidError, match="unknown recipe option"):
+        RecipeConfig.preset("deid", nope=1)
+    with pytest.raises(DeidError, match="not a valid bool"):
+        RecipeConfig.preset("deid", eot="maybe")
+    with pytest.raises(DeidError, match="unknown recipe"):
+        RecipeConfig.preset("fancy")
+    assert RecipeConfig.from_dict(d.to_dict()) == d and RecipeConfig.from_dict(None).name == "paper"
+
+
+def test_curriculum_and_dial():
+    r = RecipeConfig.preset("deid", warmup=0.2, ramp=0.4)
+    assert [r.ramp_factor(s, 100) for s in (0, 19, 20, 40, 60, 99)] == pytest.approx(
+        [0, 0, 0, 0.5, 1, 1])
+    assert RecipeConfig.preset("paper").ramp_factor(0, 100) == 1.0
+    assert dial(r) == pytest.approx([0, 5e-6, 1e-5, 1.5e-5, 2e-5])
+    assert r.margin(r.lam_max) == pytest.approx(r.margin_max) and r.margin(0.0) == 0
+    log = dial(RecipeConfig.preset("paper"), 5)
+    assert log[0] == 0 and log[-1] == pytest.approx(2e-5) and np.all(np.diff(np.log10(log[1:])) > 0)
+
+
+def test_lambda_sampling_uniform_and_loguniform():
+    g = torch.Generator().manual_seed(0)
+    u = sample_lams(20000, (0.0, 2e-5), 0.1, g, uniform=True)
+    assert (u == 0).float().mean().item() == pytest.approx(0.1, abs=0.01)
+    pos = u[u > 0]
+    assert pos.max() <= 2e-5 and pos.mean().item() == pytest.approx(1e-5, rel=0.03)
+    lg = sample_lams(20000, (1e-7, 1e-5), 0.0, g)
+    assert (lg < 1e-6).float().mean().item() == pytest.approx(0.5, abs=0.02)
+
+
+def _cfg(tmp_path, **kw):
+    base = dict(preset="compact-128-lamcond", recipe="deid", out=str(tmp_path / "run"), steps=10,
+                batch=2, seed=3, threads=1, device="cpu")
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_deid_train_step_has_every_recipe_term(tmp_path, faces):
+    t = Trainer(_cfg(tmp_path), identity=FakeIdentity())
+    assert isinstance(t.D, PatchDiscriminator) and t.G_ema is not None and t.view is not None
+    assert t.mcfg.lam_scale == "linear" and t.mcfg.lam_max == t.recipe.lam_max
+    x = torch.stack([faces[i] for i in range(2)])
+    t.step = 9                                         # after warm-up: repeller and floor on
+    out = t.train_step(x)
+    for k in ("G", "colour_raw", "colour_masked", "mask_floor", "p_raw", "id_unit"):
+        assert k in out and math.isfinite(out[k]), k
+    assert out["ramp"] == 1.0
+    # the ablation switches remove their term / component
+    t2 = Trainer(_cfg(tmp_path, options={"colour": "0", "mask_floor": "0", "ema": "0",
+                                         "eot": "0", "gan": "lsgan"}), identity=FakeIdentity())
+    out2 = t2.train_step(x)
+    assert "colour_raw" not in out2 and "mask_floor" not in out2
+    assert t2.G_ema is None and t2.view is None and not isinstance(t2.D, PatchDiscriminator)
+
+
+def test_checkpoint_records_recipe_and_ema(tmp_path, faces):
+    t = Trainer(_cfg(tmp_path), identity=FakeIdentity())
+    t.train_step(torch.stack([faces[i] for i in range(2)]))
+    st = t.state_dict()
+    assert st["config"]["recipe"]["name"] == "deid" and st["generator_ema"] is not None
+    # EMA lags the trained weights after a step
+    g, e = st["generator"]["enc_fc.weight"], st["generator_ema"]["enc_fc.weight"]
+    assert not torch.equal(g, e)
+    # a run saved before recipes existed reads back as paper
+    d = st["config"]["train"]
+    d.pop("recipe")
+    assert TrainConfig.from_dict(d).recipe == "paper"
+
+
+def test_ema_update_known_answer():
+    a, b = nn.Linear(1, 1, bias=False), nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        a.weight.fill_(1.0)
+        b.weight.fill_(3.0)
+    ema_update(a, b, 0.75)
+    assert a.weight.item() == pytest.approx(0.75 * 1 + 0.25 * 3)
+
+
+def test_same_view_is_shared_and_in_range():
+    x = torch.rand(3, 3, 64, 64) * 2 - 1
+    view = same_view(ViewConfig(), torch.Generator().manual_seed(0))
+    a, b = view(x, x.clone())
+    assert torch.equal(a, b)                            # one view for source and output
+    assert (a - x).abs().mean() > 0.01 and a.min() >= -1 and a.max() <= 1
+    c, = view(x)
+    assert not torch.equal(a, c)                        # a new view every call
+
+
+def test_face_region_covers_the_template_hull():
+    r = face_region(128)
+    assert r.shape == (1, 1, 128, 128) and 0.2 < r.mean().item() < 0.6
+    assert r[0, 0, 64, 64] == 1 and r[0, 0, 2, 2] == 0
+
+
+def test_warm_start_reproduces_a_legacy_generator(tmp_path, faces):
+    """A checkpoint saved without id_norm warm-starts an id_norm network to the same function."""
+    src_cfg = ModelConfig.preset("compact-128-lamcond", id_norm=False)
+    torch.manual_seed(0)
+    G0 = Generator(src_cfg).eval()
+    with torch.no_grad():
+        G0.enc_fc.weight.mul_(50)
+    path = atomic_save({"config": {"model": src_cfg.to_dict()}, "generator": G0.state_dict(),
+                        "lam_state": {}}, tmp_path / "legacy.pt")
+    t = Trainer(_cfg(tmp_path, preset="compact-128-lamcond", options={"lam_sampling": "loguniform"},
+                     init=str(path)), identity=FakeIdentity(), dataset=faces)
+    rep = t.warm_start(path)
+    assert rep["generator"] == len(G0.state_dict()) and rep["skipped"] == []
+    x = torch.stack([faces[i] for i in range(4)])
+    e, _ = t.embed(x)
+    with torch.no_grad():
+        ref = G0(x, e, 1e-6)[0]
+        new = t.G.eval()(x, e, 1e-6)[0]
+        fresh = Generator(ModelConfig.preset("compact-128-lamcond")).eval()(x, e, 1e-6)[0]
+    assert (new - ref).abs().mean() < 0.05 * (fresh - ref).abs().mean()
