@@ -80,7 +80,8 @@ def export_weights(src: str | os.PathLike, dst: str | os.PathLike, half: bool = 
     if dst.exists() and (not overwrite or dst.resolve() == src.resolve()):
         raise DeidError(f"{dst} exists: choose another output (or --overwrite; never the input)")
     ck = load_checkpoint(src)
-    gen = {k: (v.half() if half and v.is_floating_point() else v) for k, v in ck["generator"].items()}
+    weights = ck.get("generator_ema") or ck["generator"]      # EMA weights when trained with them
+    gen = {k: (v.half() if half and v.is_floating_point() else v) for k, v in weights.items()}
     lam_state = {k: v for k, v in ck.get("lam_state", {}).items() if k != "schedule"}
     lam_state["schedule"] = [list(map(float, s)) for s in ck.get("lam_state", {}).get("schedule", [])]
     if lam is not None:
@@ -90,7 +91,7 @@ def export_weights(src: str | os.PathLike, dst: str | os.PathLike, half: bool = 
         if not np.isfinite(lam) or lam < 0:
             raise DeidError(f"λ must be a finite number ≥ 0, got {lam}")
         lam_state["lam"] = float(lam)
-    cfg = {"model": ck["config"]["model"]}
+    cfg = {"model": ck["config"]["model"], "recipe": ck["config"].get("recipe")}
     return atomic_save({"config": cfg, "generator": gen, "step": int(ck.get("step", 0)),
                         "lam_state": lam_state, "deid_version": ck.get("deid_version")}, Path(dst))
 
