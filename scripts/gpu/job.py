@@ -60,6 +60,7 @@ MAX_FILE_BYTES = 15 * MiB          # under the 16 MiB limit, with room for the p
 GEN_PREFIX = "generator_fp16_"
 OUT_FILES = ("discriminator.pt", "losses.csv", "samples.png", "bench.json", "job.log")
 PLACEHOLDER_STEPS = 10_000_000     # cfg.steps while timing: the schedule stays at its start
+MIN_COMPILE_S = 180.0              # compile auto: least training time left to try it
 log = logging.getLogger("deid.gpu")
 
 
@@ -72,7 +73,7 @@ class JobConfig:
     reserve_s: float = 75.0           # kept for the benchmarks and the final writes
     device: str = "cuda"
     preset: str | None = None         # None: the carried weights' preset, else DEFAULT_PRESET
-    recipe: str = "deid"
+    recipe: str | None = None         # None: the carry's manifest (pack.sh --recipe), else deid
     batch: int = 32
     lr: float | None = None           # None: the recipe's
     seed: int = 0
@@ -325,16 +326,29 @@ def compile_networks(trainer: Trainer) -> None:
 
 
 def choose_compile(cfg: JobConfig, trainer: Trainer, faces: DeviceFaces, outputs: Outputs,
-                   prior: int) -> dict:
-    """Time eager steps, then (CUDA, compile auto|on) compiled steps; keep the faster."""
+                   prior: int, train_end: float) -> dict:
+    """Time eager steps, then (CUDA, compile auto|on) compiled steps; keep the faster.
+    ``auto`` does not try when under ``MIN_COMPILE_S`` of training time is left (compiling
+    G and D takes about a minute and could not pay for itself)."""
     info: dict = {"requested": cfg.compile}
     timed_steps(trainer, faces, cfg.warmup_steps, outputs, prior)
     eager = timed_steps(trainer, faces, cfg.timing_steps, outputs, prior)
     info["eager_s_per_step"] = round(eager, 5)
     info["choice"], info["s_per_step"] = "off", eager
-    if cfg.compile == "off" or (cfg.compile == "auto" and trainer.device.type != "cuda"):
-        info["reason"] = "off requested" if cfg.compile == "off" else "no CUDA"
-        return info
+    left = train_end - time.perf_counter()
+    if cfg.compile == "off":
+        info["reason"] = "off requested"
+    elif cfg.compile == "auto" and trainer.device.type != "cuda":
+        info["reason"] = "no CUDA"
+    elif cfg.compile == "auto" and left < MIN_COMPILE_S:
+        info["reason"] = f"only {left:.0f} s of training left"
+    else:
+        return _try_compile(cfg, trainer, faces, outputs, prior, info, eager)
+    return info
+
+
+def _try_compile(cfg: JobConfig, trainer: Trainer, faces: DeviceFaces, outputs: Outputs,
+                 prior: int, info: dict, eager: float) -> dict:
     G_eager, D_eager = trainer.G_train, trainer.D_train
     try:
         t0 = time.perf_counter()
@@ -534,7 +548,9 @@ def run(cfg: JobConfig) -> dict:
         manifest = read_manifest(carry)
         init = resolve_init(cfg, carry, manifest)
         if cfg.preset is None:
-            cfg.preset = manifest.get("init_preset") or DEFAULT_PRESET
+            cfg.preset = manifest.get("preset") or manifest.get("init_preset") or DEFAULT_PRESET
+        if cfg.recipe is None:
+            cfg.recipe = manifest.get("recipe") or "deid"
         # data and loss network
         t = time.perf_counter()
         faces_np, _, index = shards.read_shards(carry / manifest["faces"])
@@ -564,9 +580,9 @@ def run(cfg: JobConfig) -> dict:
         trainer.G.train()
         # timing and the compile choice (these are real training steps)
         prior = meta["prior_steps"]
-        bench["compile"] = choose_compile(cfg, trainer, faces, outputs, prior)
-        s_step = bench["compile"]["s_per_step"]
         train_end = deadline - cfg.reserve_s
+        bench["compile"] = choose_compile(cfg, trainer, faces, outputs, prior, train_end)
+        s_step = bench["compile"]["s_per_step"]
         left = train_end - time.perf_counter()
         n_saves = max(1.0, left / cfg.save_every_s)
         save_s = time_save(outputs, trainer, meta)
@@ -620,6 +636,8 @@ def run(cfg: JobConfig) -> dict:
                             trainer.state_dict().get("lam_state"), source="gpu job")
         lam = lams[len(lams) // 2] if trainer.mcfg.lam_cond else None
         bench["paste"] = bench_paste(deid, heldout[0], cfg.frames, cfg.paste_reps, lam)
+        if device.type == "cuda":
+            bench["peak_memory_gib"] = round(torch.cuda.max_memory_allocated(device) / 2 ** 30, 2)
         bench["status"] = "ok"
     except BaseException as exc:
         bench["status"] = f"error: {type(exc).__name__}: {exc}"[:1000]
@@ -663,7 +681,7 @@ def parse_args(argv: list[str] | None = None) -> JobConfig:
                    help="seconds kept for benchmarks and final writes (default 75)")
     p.add_argument("--batch", type=int)
     p.add_argument("--preset", help="model preset (default: the carried weights')")
-    p.add_argument("--recipe", help="training recipe (default: deid)")
+    p.add_argument("--recipe", help="training recipe (default: the carry's, else deid)")
     p.add_argument("--lr", type=float)
     p.add_argument("--compile", choices=("auto", "on", "off"))
     p.add_argument("--init", help="weights to continue from ('none': from scratch)")

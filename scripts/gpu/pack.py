@@ -153,6 +153,15 @@ def write_init(src: Path, dst: Path) -> dict:
     return ck["config"]["model"]
 
 
+def job_model_config(preset: str, recipe: str) -> dict:
+    """The model config the job will train: the preset with the recipe's model fields."""
+    import dataclasses
+    from deid_core.train import TrainConfig
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    kw = {"preset": preset, **({"recipe": recipe} if "recipe" in names else {})}
+    return TrainConfig(**kw).model_config().to_dict()
+
+
 def report_sizes(carry: Path, max_total: int, max_carry: int, needed: set[Path]) -> bool:
     """Print what travels; suggest what to move aside when over. True when within limits."""
     tracked = git_files()
@@ -200,6 +209,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--hold-out", default=str(REPO / "data" / "sample" / "portraits"))
     p.add_argument("--init", default=None, help="weights to continue from (default: the "
                    "newest data/checkpoints/*_starter.pt; 'none': train from scratch)")
+    p.add_argument("--preset", default=None, help="model the job trains (default: the init "
+                   "weights' preset, else compact-128-lamcond)")
+    p.add_argument("--recipe", default="deid", help="training recipe of the job (default: deid)")
     p.add_argument("--size", type=int, default=128)
     p.add_argument("--quality", type=int, default=90, help="JPEG quality of the face shards")
     p.add_argument("--faces-mib", type=float, default=None,
@@ -212,9 +224,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tiny", action="store_true",
                    help="dry-run carry from the embedded sample alone (no shared data)")
     p.add_argument("--replace", action="store_true", help="replace an existing carry folder")
+    p.add_argument("--check", action="store_true",
+                   help="only print what would travel now (no build): run just before the GPU call")
     a = p.parse_args(argv)
     t0 = time.perf_counter()
     carry = Path(a.carry).resolve()
+    if a.check:
+        return 0 if report_sizes(carry, int(a.max_total_mib * MiB), int(a.max_carry_mib * MiB),
+                                 set()) else 2
     if carry.exists() and not a.replace:
         raise DeidError(f"{carry} exists: pass --replace to rebuild it (nothing is overwritten)")
     new = carry.with_name(carry.name + "-new")
@@ -249,6 +266,19 @@ def main(argv: list[str] | None = None) -> int:
         manifest["init_source"] = str(init)
     else:
         manifest["init"] = None
+    manifest["preset"] = a.preset or manifest.get("init_preset") or "compact-128-lamcond"
+    manifest["recipe"] = a.recipe
+    if init is not None:
+        from deid_core.model import ModelConfig
+        want = ModelConfig.from_dict(job_model_config(manifest["preset"], a.recipe))
+        manifest["init_matches"] = ModelConfig.from_dict(model) == want
+        if not manifest["init_matches"]:
+            mb = init.stat().st_size / MiB
+            print(f"NOTE: {init.name} is not a {manifest['preset']} model of the {a.recipe} recipe "
+                  f"(its config differs): the job will train from scratch. "
+                  + (f"It travels anyway as a tracked file ({mb:.1f} MiB): move it aside for the "
+                     f"run and re-pack with --replace --init none to carry more faces."
+                     if init in needed else ""))
     # training faces within the budget
     used = tree_bytes(new)
     if a.tiny:
@@ -258,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         caches = ([Path(c) for c in a.caches] if a.caches is not None else
                   [cache / f"celeba-wild-256_s{a.size}_hog", cache / f"nasa-portraits_s{a.size}_hog"]
-                  + ([cache / f"celeba-aligned-10k_s{a.size}_hog_up1"] if a.aligned_10k else []))
+                  + ([cache / f"celeba-aligned-10k_s{a.size}_yunet"] if a.aligned_10k else []))
         for c in caches:
             if not (c / "index.jsonl").is_file():
                 raise DeidError(f"face cache {c} not prepared: run scripts/gpu/pack.sh (it runs "

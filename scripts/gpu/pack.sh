@@ -3,6 +3,7 @@
 #
 #   scripts/gpu/pack.sh [--aligned-10k] [--init CKPT.pt|none] [--quality 90] [--replace]
 #   scripts/gpu/pack.sh --tiny --carry DIR      # dry-run carry from the embedded sample only
+#   scripts/gpu/pack.sh --check                 # only print what travels now (before the call)
 #
 # 1. prepares the 128-px face caches that are missing or incomplete (`deid prepare`,
 #    resumable; waits while another `deid prepare` writes the same cache);
@@ -32,14 +33,17 @@ prepare() {   # prepare SRC DST [deid prepare options]: resumable, one writer at
 TINY=0
 ALIGNED=0
 for arg in "$@"; do
-    [ "$arg" = "--tiny" ] && TINY=1
+    [ "$arg" = "--tiny" ] || [ "$arg" = "--check" ] && TINY=1   # no caches needed
     [ "$arg" = "--aligned-10k" ] && ALIGNED=1
 done
 if [ $TINY = 0 ]; then
-    prepare "$SHARED/celeba-wild-256" "$CACHE/faces/celeba-wild-256_s128_hog"
-    prepare "$SHARED/nasa-portraits" "$CACHE/faces/nasa-portraits_s128_hog"
-    # CelebA's aligned crops are 89×109: the face is under HOG's 80 px, so upsample once
-    [ $ALIGNED = 1 ] && prepare "$SHARED/celeba-aligned-10k" \
-        "$CACHE/faces/celeba-aligned-10k_s128_hog_up1" --upsample 1
+    # the caches of scripts/make_starter.sh (dlib HOG, as the starter was trained)
+    prepare "$SHARED/celeba-wild-256" "$CACHE/faces/celeba-wild-256_s128_hog" --detector hog
+    prepare "$SHARED/nasa-portraits" "$CACHE/faces/nasa-portraits_s128_hog" --detector hog
+    # CelebA's aligned crops are 89×109: faces under HOG's 80 px, YuNet finds them
+    if [ $ALIGNED = 1 ]; then
+        prepare "$SHARED/celeba-aligned-10k" "$CACHE/faces/celeba-aligned-10k_s128_yunet" \
+            --detector yunet
+    fi
 fi
 exec python scripts/gpu/pack.py "$@"
