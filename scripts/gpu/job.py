@@ -581,11 +581,11 @@ def run(cfg: JobConfig) -> dict:
         # timing and the compile choice (these are real training steps)
         prior = meta["prior_steps"]
         train_end = deadline - cfg.reserve_s
+        save_s = time_save(outputs, trainer, meta)      # also: files exist before compiling
         bench["compile"] = choose_compile(cfg, trainer, faces, outputs, prior, train_end)
         s_step = bench["compile"]["s_per_step"]
         left = train_end - time.perf_counter()
         n_saves = max(1.0, left / cfg.save_every_s)
-        save_s = time_save(outputs, trainer, meta)
         more = int(max(0.0, left - n_saves * save_s) * 0.97 / s_step)
         if cfg.max_steps is not None:
             more = min(more, max(0, cfg.max_steps - trainer.step))
@@ -608,7 +608,9 @@ def run(cfg: JobConfig) -> dict:
         bench["curriculum_complete"] = trainer.step >= steps
         bench["minutes"] = round((time.perf_counter() - T0) / 60, 2)
         bench["train_minutes"] = round((time.perf_counter() - t_train) / 60, 2)
-        bench["train_img_per_s"] = round(trainer.batch * n_timed / step_time, 1) if n_timed else None
+        if not n_timed:   # every step went into the timing (dry run): use that rate
+            n_timed, step_time = 1, s_step
+        bench["train_img_per_s"] = round(trainer.batch * n_timed / step_time, 1)
         bench["status"] = "benchmarking"
         save_all(outputs, trainer, meta, bench)
         log.info("trained %d steps (%d in all), %s img/s", trainer.step, trainer.step + prior,
