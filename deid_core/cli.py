@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 
 from deid_core import __version__
@@ -310,6 +311,37 @@ def _add_image(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _add_audit(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("audit", help="check a de-identified image/video: re-detect every face of "
+                                     "the input with independent detectors and report (JSON, "
+                                     "exit 3) each face left visible in the output")
+    p.add_argument("input", help="the original image or video")
+    p.add_argument("output", help="the de-identified result to check")
+    p.add_argument("--json", default=None, help="also write the report to this file")
+    p.add_argument("--every", type=int, default=1, help="audit every n-th video frame")
+    p.add_argument("--max-frames", type=int, default=None, help="only the first N frames")
+    p.add_argument("--max-pixel-change", type=float, default=4.0,
+                   help="a face whose box centre changed less (mean |Δ|, 0-255) is visible")
+    p.add_argument("--max-sface", type=float, default=0.9,
+                   help="a face whose SFace cosine to the input is at least this is visible")
+
+    def run(args: argparse.Namespace) -> int:
+        from deid_core.audit import AuditConfig, audit
+        cfg = AuditConfig(every=args.every, max_frames=args.max_frames,
+                          max_pixel_change=args.max_pixel_change, max_sface=args.max_sface)
+        report = audit(args.input, args.output, cfg, json_path=args.json)
+        print(json.dumps(report.to_json()))
+        if not report.passed:
+            frames = sorted({v["frame"] for v in report.visible if v["frame"] is not None})
+            _warn("audit", [f"{len(report.visible)} face(s) left visible in {args.output}"
+                            + (f" (frames {frames[:20]}{' ...' if len(frames) > 20 else ''})"
+                               if frames else "")])
+            return 3
+        return 0
+
+    p.set_defaults(func=run)
+
+
 def _add_export(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="weights-only copy of a training checkpoint (fp16), e.g. "
                                       "to share or commit a model")
@@ -339,7 +371,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
 
 
 COMMANDS = [_add_info, _add_align, _add_video, _add_live, _add_prepare, _add_embed, _add_train, _add_export,
-            _add_image, _add_eval]
+            _add_image, _add_audit, _add_eval]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -352,6 +384,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread so that every ``finally`` removes its temp files."""
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -359,10 +399,17 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
+        signal.signal(signal.SIGTERM, _on_sigterm)
+    except ValueError:                 # not the main thread (embedded use): leave it alone
+        pass
+    try:
         return int(args.func(args) or 0)
     except DeidError as exc:
         print(f"deid {args.command}: error: {exc}", file=sys.stderr)
         return 1
+    except Terminated:
+        print(f"deid {args.command}: terminated", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print(f"deid {args.command}: interrupted", file=sys.stderr)
         return 130

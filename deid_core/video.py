@@ -9,6 +9,9 @@ them on video files and live streams and adds what a usable tool needs (beyond t
   the audio stream is **remuxed packet by packet** (no re-encode) when mp4 accepts its
   codec (:data:`MP4_AUDIO_COPY`), otherwise re-encoded to AAC; output written to a temp file
   in the output's folder and ``os.replace``d; a JSON summary sidecar ``OUT.json``.
+  Phone videos (pixels stored sideways plus a display-rotation matrix) are decoded upright
+  (:func:`upright`) and written upright without a rotation matrix, so the output displays
+  as the input does (its stored width and height are the input's display ones).
 - **Tracking** (:class:`FrameProcessor`): per-face tracks matched by box IoU and landmark
   distance (Hungarian assignment); detection every ``detect_every`` frames, in between the
   68 landmarks are re-fitted (dlib shape predictor) on a box predicted from the track; each
@@ -18,7 +21,10 @@ them on video files and live streams and adds what a usable tool needs (beyond t
 - **Fail-closed privacy mode** (default; ``fail_closed=False`` is the paper's plain per-frame
   behaviour): a track the detector loses stays obscured (pixelated) at its predicted box --
   its last box moved by its velocity and grown with the frames since it was last seen --
-  until it is detected again or the box leaves the frame; there is no frame-count expiry.
+  until it is detected again or the box leaves the frame; there is no frame-count expiry (a
+  scene cut -- thumbnails of consecutive frames differing by more than ``scene_cut`` grey
+  levels on average; 26-37 at the cuts of the sample and Hamilton clips, at most 16 elsewhere --
+  ends lost tracks, since the place a face was lost no longer exists).
   Faces whose landmarks are unreliable or that are too small to align are obscured by the
   aligner (:meth:`deid_core.align.FaceAligner.process`). Every frame/face handled by the
   fallback is counted in the summary (``fallback_frames``, ``fallback_faces``).
@@ -81,6 +87,7 @@ class VideoConfig:
     lost_growth: float = 0.05      # lost face: region grows by this × side per missed frame
     lost_max_expand: float = 3.0   # ... up to this × the face box side
     lost_motion_frames: int = 15   # lost face: follow its last velocity for at most this many frames
+    scene_cut: float = 20.0        # mean |Δ| of 32×18 gray thumbnails that ends lost tracks (0: never)
     min_face: int = 24             # faces with a box side below this are not aligned (obscured)
     queue_size: int = 8            # decode/encode queue length (frames), bounded
     crf: int = 18                  # libx264 quality
@@ -275,6 +282,7 @@ class FrameProcessor:
         self.tracks: list[Track] = []
         self.index = 0
         self._next_id = 0
+        self._thumb: np.ndarray | None = None      # previous frame's thumbnail (scene cuts)
         import scipy.optimize  # noqa: F401  (imported here, not inside the timed tracking)
         self.times: dict[str, float] = {k: 0.0 for k in
                                         ("detect", "refit", "track", "warp", "net", "paste", "fail_closed")}
@@ -378,8 +386,14 @@ class FrameProcessor:
     def __call__(self, frame: np.ndarray, t: float | None = None) -> tuple[np.ndarray, dict]:
         cfg, T = self.cfg, self.times
         t = self.index / 25.0 if t is None else float(t)
+        thumb = cv2.resize(cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_RGB2GRAY), (32, 18),
+                           interpolation=cv2.INTER_AREA).astype(np.float32)
+        cut = (cfg.scene_cut > 0 and self._thumb is not None
+               and float(np.abs(thumb - self._thumb).mean()) > cfg.scene_cut)
+        self._thumb = thumb
         self.tracks = [tr for tr in self.tracks if self._keep(tr, frame.shape)]
-        detect_now = self.index % cfg.detect_every == 0 or not any(not tr.missed for tr in self.tracks)
+        detect_now = (cut or self.index % cfg.detect_every == 0
+                      or not any(not tr.missed for tr in self.tracks))
         n_det = None
         if detect_now:
             t0 = time.perf_counter()
@@ -393,6 +407,8 @@ class FrameProcessor:
                 tr.box_rel = _box_rel(dets[c].box, dets[c].landmarks)
             for r in lost:
                 self.tracks[r].missed = True
+            if cut:                               # a new scene: lost faces are not in it
+                self.tracks = [tr for tr in self.tracks if not tr.missed]
             self.tracks += [self._new_track(frame, dets[c]) for c in new]
             # a lost track overlapping a live one is the same face found again: drop it
             live = [np.asarray(tr.face.box, np.float64) for tr in self.tracks if not tr.missed]
@@ -468,6 +484,7 @@ class VideoInfo:
     codec: str
     audio_codec: str | None
     audio_duration: float | None
+    rotation: int = 0         # display rotation (degrees counter-clockwise); width/height upright
 
     def to_json(self) -> dict:
         d = dataclasses.asdict(self)
@@ -505,8 +522,34 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
         w, h = vs.codec_context.width, vs.codec_context.height
         if w <= 0 or h <= 0:
             raise DeidError(f"video stream of {path} has no frame size (corrupt?)")
+        rot = _display_rotation(c)
+        if rot in (90, 270):
+            w, h = h, w
         return VideoInfo(str(path), w, h, Fraction(fps), Fraction(tb), int(vs.frames or 0), dur,
-                         _codec_id(vs), _codec_id(a) if a is not None else None, adur)
+                         _codec_id(vs), _codec_id(a) if a is not None else None, adur, rot)
+
+
+def _display_rotation(container: Any) -> int:
+    """The display rotation of the first video frame (phone videos store pixels sideways and
+    a display matrix), in degrees counter-clockwise, one of 0, 90, 180, 270."""
+    try:
+        frame = next(container.decode(container.streams.video[0]))
+    except Exception:
+        return 0
+    finally:
+        container.seek(0)
+    return _rotation(frame)
+
+
+def _rotation(frame: Any) -> int:
+    return int(round(float(getattr(frame, "rotation", 0) or 0) / 90.0)) % 4 * 90
+
+
+def upright(frame: Any) -> np.ndarray:
+    """A decoded PyAV frame as RGB uint8, turned as it is meant to be displayed."""
+    img = frame.to_ndarray(format="rgb24")
+    k = _rotation(frame) // 90
+    return np.ascontiguousarray(np.rot90(img, k=k)) if k else img
 
 
 _END = object()
@@ -563,7 +606,7 @@ class FrameReader(threading.Thread):
                     except Exception as exc:  # corrupt / truncated packet stream
                         self.error = f"decoding stopped after {self.decoded} frames: {exc}"
                         break
-                    img = f.to_ndarray(format="rgb24")
+                    img = upright(f)                 # display rotation applied
                     self.seconds += time.thread_time() - t0
                     pts = f.pts if f.pts is not None else None
                     ts = float(pts * tb) if pts is not None else self.decoded / float(fps)
@@ -844,8 +887,12 @@ def summary_path(out: Path) -> Path:
 
 def _write_json_atomic(path: Path, obj: dict) -> None:
     tmp = paths.atomic_write_path(path)
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(obj, indent=2) + "\n")
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
 
 
 def summarize(frame_infos: list[dict], times: dict[str, float], wall: float,
@@ -958,9 +1005,10 @@ def deidentify_video(inp: str | os.PathLike, out: str | os.PathLike, aligner: An
                          f"or with unreliable landmarks (see fallback_ranges)")
         copied = False
         if all(fi["n_faces"] == 0 and not fi["fail_closed"] for fi in frame_infos):
+            # (a rotated input is re-encoded upright: a stream copy would drop its rotation)
             warns.append(f"no face found in any frame of {inp}: output is a copy of the input "
                          f"(faces smaller than ~80 px need --upsample 1 or a finer detector)")
-            if not truncated and not cfg.max_frames:
+            if not truncated and not cfg.max_frames and not info.rotation:
                 tmp2 = tmp.with_name(tmp.name + ".copy.mp4")
                 try:
                     copied = remux_copy(inp, tmp2, expect_frames=len(frame_infos))
