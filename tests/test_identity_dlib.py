@@ -163,12 +163,14 @@ def test_bad_input(ident, faces):
         ident.chip(img.astype(np.float32), lm)                    # float image
 
 
-def test_registry():
+def test_registry(monkeypatch, tmp_path):
     from deid_core.identity import load_identity_network
     with pytest.raises(DeidError, match="unknown identity network"):
         load_identity_network("resnet-50")
-    try:
-        import deid_core.identity.arcface  # noqa: F401
-    except ModuleNotFoundError:
-        with pytest.raises(DeidError, match="arcface"):
-            load_identity_network("arcface")
+    # arcface is registered; without weights it says where to put them (nothing downloaded)
+    for var in ("DEID_ARCFACE_WEIGHTS", "DEID_ARCFACE_DOWNLOAD", "DEID_ARCFACE_URL"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("DEID_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(DeidError, match="ArcFace weights") as exc:
+        load_identity_network("arcface")
+    assert "--weights" in str(exc.value) and str(tmp_path / "cache" / "arcface") in str(exc.value)
