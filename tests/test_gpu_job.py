@@ -132,6 +132,18 @@ def test_job_dry_run(tiny_carry, tmp_path):
     with pytest.raises(subprocess.CalledProcessError):   # never over an existing file
         subprocess.run([sys.executable, str(GPU / "unpack.py"), str(out), str(ck_path)],
                        cwd=REPO, env=ENV, check=True, capture_output=True, timeout=120)
+    # the next run continues from it (copied into the carry: not a tracked file)
+    carry2 = tmp_path / "carry2"
+    run([sys.executable, str(GPU / "pack.py"), "--tiny", "--carry", str(carry2), "--init",
+         str(ck_path)], timeout=300)
+    assert json.loads((carry2 / "manifest.json").read_text())["init"] == "init.pt"
+    out2 = tmp_path / "out2"
+    run([str(GPU / "job.sh"), "--dry-run", "--carry", str(carry2), "--out", str(out2),
+         "--max-steps", "3"], timeout=300, env={**ENV, "PYTHON": sys.executable})
+    bench2 = json.loads((out2 / "bench.json").read_text())
+    assert bench2["prior_steps"] == 6 and bench2["total_steps"] == 9
+    assert bench2["init_discriminator"] and bench2["init"].endswith("init.pt")
+    assert "continuing as trained" in (out2 / "job.log").read_text()
 
 
 def test_job_refuses_a_used_output(tiny_carry, tmp_path):

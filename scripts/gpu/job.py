@@ -237,8 +237,28 @@ def resolve_init(cfg: JobConfig, carry: Path, manifest: dict) -> Path | None:
 # ------------------------------------------------------------------------------ trainer
 
 
-def build_trainer(cfg: JobConfig, identity: DlibIdentity, work: Path) -> Trainer:
-    """A Trainer for this job; fields the trainer does not know yet are left out (logged)."""
+def as_trained(init: dict | None, preset: str, recipe: str) -> dict:
+    """TrainConfig fields that rebuild the init's exact model and recipe switches, when the
+    init was trained with this preset and recipe (so overrides used for it carry over)."""
+    if init is None:
+        return {}
+    saved = init["config"]
+    rec = saved.get("recipe") or {}
+    if saved["model"].get("name") != preset or rec.get("name") != recipe:
+        return {}
+    from deid_core.recipe import RecipeConfig
+    base = RecipeConfig.preset(recipe).to_dict()
+    model = {k: (tuple(v) if isinstance(v, list) else v) for k, v in saved["model"].items()
+             if k != "name"}
+    return {"model": model,
+            "options": {k: v for k, v in rec.items() if k != "name" and v != base.get(k)}}
+
+
+def build_trainer(cfg: JobConfig, identity: DlibIdentity, work: Path,
+                  init: dict | None = None) -> Trainer:
+    """A Trainer for this job; fields the trainer does not know yet are left out (logged).
+    With init weights of the same preset and recipe, their model config and recipe switches
+    are taken over (:func:`as_trained`)."""
     names = {f.name for f in dataclasses.fields(TrainConfig)}
     kw = dict(preset=cfg.preset, batch=cfg.batch, device=str(identity.device), out=str(work),
               steps=PLACEHOLDER_STEPS, seed=cfg.seed, sample_every=0, ckpt_every=0)
@@ -246,6 +266,11 @@ def build_trainer(cfg: JobConfig, identity: DlibIdentity, work: Path) -> Trainer
         kw["lr"] = cfg.lr
     if "recipe" in names:
         kw["recipe"] = cfg.recipe
+        same = as_trained(init, cfg.preset, cfg.recipe)
+        if same:
+            log.info("continuing as trained: model %s, recipe options %s", same["model"],
+                     same["options"])
+        kw.update({k: v for k, v in same.items() if k in names})
     else:
         log.warning("TrainConfig has no 'recipe' field yet: training its default recipe, "
                     "not %r", cfg.recipe)
@@ -264,11 +289,10 @@ def set_steps(trainer: Trainer, steps: int) -> None:
         trainer.lam = lam_at(trainer.schedule, trainer.step)
 
 
-def load_init(trainer: Trainer, path: Path | None) -> dict:
+def load_init(trainer: Trainer, path: Path | None, ck: dict | None) -> dict:
     """Continue from carried weights when their model config equals the trainer's."""
-    if path is None:
+    if path is None or ck is None:
         return {"init": "none", "prior_steps": 0}
-    ck = load_checkpoint(path)
     saved = ModelConfig.from_dict(ck["config"]["model"])
     if saved != trainer.mcfg:
         diff = {k: (v, getattr(trainer.mcfg, k)) for k, v in dataclasses.asdict(saved).items()
@@ -561,7 +585,8 @@ def run(cfg: JobConfig) -> dict:
                           "sources": index["sources"], "heldout": len(heldout),
                           "load_s": round(time.perf_counter() - t, 2)}
         log.info("faces: %s", bench["faces"])
-        trainer = build_trainer(cfg, identity, out / "work-not-written")
+        init_ck = load_checkpoint(init) if init is not None else None
+        trainer = build_trainer(cfg, identity, out / "work-not-written", init_ck)
         if faces.data.shape[-1] != trainer.mcfg.size:
             raise DeidError(f"carried faces are {faces.data.shape[-1]} px, {trainer.mcfg.name} "
                             f"needs {trainer.mcfg.size}")
@@ -569,7 +594,7 @@ def run(cfg: JobConfig) -> dict:
         if parts + len(OUT_FILES) > MAX_FILES:
             raise DeidError(f"{trainer.mcfg.name}: generator needs {parts} fp16 files of 15 MiB; "
                             f"only {MAX_FILES - len(OUT_FILES)} can come back")
-        meta = load_init(trainer, init)
+        meta = load_init(trainer, init, init_ck)
         meta.update({"preset": trainer.mcfg.name, "recipe": getattr(trainer.cfg, "recipe", None)})
         bench.update(meta)
         bench.update({"preset": trainer.mcfg.name, "batch": trainer.batch,

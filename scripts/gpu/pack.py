@@ -141,10 +141,12 @@ def default_init() -> Path | None:
 
 
 def write_init(src: Path, dst: Path) -> dict:
-    """fp16 generator (+ discriminator) of a checkpoint, in the export format."""
+    """fp16 generator (EMA when there is one) + discriminator of a checkpoint, with its
+    config (model, recipe), in the export format."""
     ck = load_checkpoint(src)
     half = lambda sd: {k: (v.half() if v.is_floating_point() else v) for k, v in sd.items()}
-    doc = {"config": {"model": ck["config"]["model"]}, "generator": half(ck["generator"]),
+    weights = ck.get("generator_ema") or ck["generator"]     # a training run's EMA weights
+    doc = {"config": ck["config"], "generator": half(weights),
            "step": int(ck.get("step", 0)), "lam_state": ck.get("lam_state", {}),
            "deid_version": ck.get("deid_version")}
     if ck.get("discriminator") is not None:
