@@ -112,8 +112,6 @@ def test_video_failure_midway_keeps_previous_output(clip, fixed_aligner, tmp_pat
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
 
 
-@pytest.mark.xfail(strict=True, reason="video._write_json_atomic does not remove its temp file "
-                   "when the write fails (reported, issue 19); remove this mark with the fix")
 def test_video_summary_failure_leaves_no_temp_file(tmp_path, monkeypatch):
     side = tmp_path / "o.json"
     V._write_json_atomic(side, {"frames": 1})
