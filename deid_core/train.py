@@ -555,7 +555,8 @@ class Trainer:
     @torch.no_grad()
     def sample(self, x: torch.Tensor, path: Path) -> Path:
         """PNG grid, one row per face: source | outputs at 5 dial positions (λ-conditioned;
-        else the current λ) | mask at the top position. Uses the EMA generator if any."""
+        else the current λ) | raw output and mask at the top position. Uses the EMA
+        generator if any."""
         x = x.to(self.device)
         e, _ = self.embed(x)
         G = self.G_ema if self.G_ema is not None else self.G
@@ -568,7 +569,7 @@ class Trainer:
                 z, m = G(x, e, lam if self.mcfg.lam_cond else None)
             outs.append(masked_output(z.float(), m.float(), x))
             mask = m.float()
-        return save_grid(path, x, outs, mask)
+        return save_grid(path, x, outs + [z.float()], mask)
 
     # ---------------------------------------------------------------------------- run
     def run(self, resume: bool = False, progress: bool = True, until: int | None = None
@@ -616,7 +617,8 @@ class Trainer:
                                    self.rank, self.world, stop)
         loader = DataLoader(self.dataset, batch_sampler=sampler, num_workers=cfg.workers,
                             pin_memory=self.device.type == "cuda")
-        fixed = torch.stack([self.dataset[i] for i in range(min(8, len(self.dataset)))])
+        picks = np.linspace(0, len(self.dataset) - 1, min(8, len(self.dataset))).round().astype(int)
+        fixed = torch.stack([self.dataset[int(i)] for i in picks])   # spread over persons
         rows: list[dict] = []
         bar = tqdm(total=cfg.steps, initial=self.step, desc=f"train {self.mcfg.name}",
                    unit="it", disable=not progress or self.rank != 0)
