@@ -121,9 +121,11 @@ def png_bytes(image: np.ndarray) -> bytes:
 
 def lambda_explorer(render, sources: Sequence[str], targets: Sequence[str],
                     lam_value: float = 1e-6, lam_min: float = 1e-8, lam_max: float = 1e-5,
-                    source_image=None):
-    """The λ dial of notebook 02: a ``FloatLogSlider`` for λ, a source and a target
-    ``Dropdown``, and the de-identified face re-rendered live on every change.
+                    source_image=None, scale: str = "log"):
+    """The λ dial of notebook 02: a slider for λ (``scale="log"``: a ``FloatLogSlider`` for
+    the paper's λ; ``"linear"``: 0 … ``lam_max`` in 20 even steps, the ``deid`` recipe's dial
+    whose margin grows linearly with λ), a source and a target ``Dropdown``, and the
+    de-identified face re-rendered live on every change.
 
     ``render(source, target, lam) -> RGB uint8`` does the work (a package call); the widget
     only wires it. ``source_image(source) -> RGB uint8`` shows the input beside the output.
@@ -133,10 +135,15 @@ def lambda_explorer(render, sources: Sequence[str], targets: Sequence[str],
     """
     import ipywidgets as w
 
-    slider = w.FloatLogSlider(value=lam_value, base=10, min=float(np.log10(lam_min)),
-                              max=float(np.log10(lam_max)), step=0.05, description="λ",
-                              readout_format=".1e", continuous_update=False,
-                              layout=w.Layout(width="420px"))
+    if scale == "linear":
+        slider = w.FloatSlider(value=lam_value, min=0.0, max=lam_max, step=lam_max / 20,
+                               description="λ", readout_format=".1e", continuous_update=False,
+                               layout=w.Layout(width="420px"))
+    else:
+        slider = w.FloatLogSlider(value=lam_value, base=10, min=float(np.log10(lam_min)),
+                                  max=float(np.log10(lam_max)), step=0.05, description="λ",
+                                  readout_format=".1e", continuous_update=False,
+                                  layout=w.Layout(width="420px"))
     zero = w.Checkbox(value=False, description="λ = 0 (reconstruction)")
     src = w.Dropdown(options=list(sources), value=sources[0], description="source")
     tgt = w.Dropdown(options=list(targets), value=targets[0], description="target")

@@ -388,8 +388,10 @@ def nb_02() -> list:
         """),
         md("""
         ## The λ dial (interactive)
-        Move the slider (log scale) or pick another source or target: the output is
-        recomputed with the same network. Choosing a different person as the target gives the
+        Move the slider or pick another source or target: the output is recomputed with the
+        same network. The slider follows the model's dial: log-scaled λ for a paper-recipe
+        model; linear from 0 to λ_max for a `deid`-recipe model, whose repeller margin (the
+        identity distance it asks for) grows in proportion to λ. Choosing a different person as the target gives the
         network that person's descriptor to move away from (the paper's test-time setting,
         Sec. 3: "a target image, which is any image of the person").
         """),
@@ -406,11 +408,11 @@ def nb_02() -> list:
             out, _ = deid(images[source], target_embedding(t), lam=lam)
             return align_face(out, aligner, faces[source])["crop"]
 
-        positive = [l for l in lams if l > 0]
+        positions = deid.dial(5)      # the model's own dial: linear for the deid recipe
         dial = plots.lambda_explorer(
             render, sources=list(images), targets=["(itself)", *images],
-            lam_value=positive[len(positive) // 2] if positive else 1e-6,
-            lam_max=max([*positive, 1e-5]),
+            lam_value=positions[len(positions) // 2], lam_max=max(positions[-1], 1e-5),
+            scale=deid.cfg.lam_scale,
             source_image=lambda s: align_face(images[s], aligner, faces[s])["crop"])
         display(dial)
         """),

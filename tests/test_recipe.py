@@ -312,3 +312,25 @@ def test_warm_start_reproduces_a_legacy_generator(tmp_path, faces):
         new = t.G.eval()(x, e, 1e-6)[0]
         fresh = Generator(ModelConfig.preset("compact-128-lamcond")).eval()(x, e, 1e-6)[0]
     assert (new - ref).abs().mean() < 0.05 * (fresh - ref).abs().mean()
+
+
+def test_export_takes_ema_weights_and_dial_follows_the_recipe(tmp_path, faces):
+    from deid_core.inference import Deidentifier, export_weights
+    t = Trainer(_cfg(tmp_path), identity=FakeIdentity())
+    t.train_step(torch.stack([faces[i] for i in range(2)]))
+    ck = t.save_checkpoint()
+    out = export_weights(ck, tmp_path / "w.pt", lam=1e-5)
+    w = torch.load(out, weights_only=False)
+    ema = t.G_ema.state_dict()["enc_fc.weight"].half()
+    assert torch.equal(w["generator"]["enc_fc.weight"], ema)
+    assert w["config"]["recipe"]["name"] == "deid"
+    d = Deidentifier.from_checkpoint(out, identity=FakeIdentity(), aligner=_NoAligner())
+    assert d.dial(5) == pytest.approx([0, 5e-6, 1e-5, 1.5e-5, 2e-5])
+
+
+class _NoAligner:
+    """Stands in for the face aligner (not used by the dial)."""
+    size = 128
+
+    class config:
+        margin = 0.2
