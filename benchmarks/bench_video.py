@@ -13,6 +13,13 @@ Configurations, as ratios against the baseline measured in the same process:
 - ``track3``: batched, detection every 3rd frame with tracking (landmarks re-fitted between);
 - ``track3+ds0.5``: as track3 with detection on the half-scale frame.
 
+Detectors under load (``--detectors``): YuNet (the default) against the dlib HOG baseline on
+the embedded clip at 640×480 (its first 35 frames: one face) and on the first 3 s of the
+1080p street clip, detection every frame and every 3rd (tracking), each run idle and with a
+competing busy process on the machine; printed as fps, ``vs_hog`` (YuNet fps / HOG fps) and
+``loaded_vs_idle`` ratios. The thread count is :func:`deid_core.inference.default_threads`
+with ``OMP_WAIT_POLICY=PASSIVE`` (the ``deid`` defaults) unless ``--threads`` is given.
+
 Flicker (``--flicker``): for each talking clip in ``../shared/data/videos/`` (first
 ``--frames`` frames), the frame processor runs without encoding, with a fixed-pattern network
 (:func:`deid_core.video.pattern_net`, which exposes alignment jitter) and with the pass-through,
@@ -21,16 +28,21 @@ is printed and written to ``results/tables/video_flicker.csv``.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_video.py [--sizes 640x480 1280x720]
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_video.py --flicker [--frames 90]
+    .venv/bin/python benchmarks/bench_video.py --detectors [--threads 2]
 """
 from __future__ import annotations
 
 import argparse
 import hashlib
 import json
+import os
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")     # as the deid command line does
 
 import cv2
 import numpy as np
@@ -143,6 +155,57 @@ def throughput(args) -> list[dict]:
     return rows
 
 
+class Competitor:
+    """A busy process (one core) for the duration of a ``with`` block."""
+
+    def __enter__(self):
+        self.p = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+        time.sleep(0.5)
+        return self
+
+    def __exit__(self, *exc):
+        self.p.kill()
+        self.p.wait()
+
+
+def detector_speed(args) -> list[dict]:
+    from deid_core.inference import configure_threads
+    threads = configure_threads(args.threads)
+    net, size = generator_net(args.net, args.checkpoint, args.device)
+    shared = paths.shared_data_dir()
+    rows = []
+    with tempfile.TemporaryDirectory() as td:
+        clips = [("640x480 one face", make_clip(Path(td) / "c640.mp4", (640, 480)), 35, 5)]
+        if shared is not None:
+            clips.append(("1080p street 3 s", shared / "videos" / "street_multi_face_1080p.mp4",
+                          75, 0))
+        for label, clip, n, skip in clips:
+            for k in (1, 3):
+                res: dict[tuple[str, bool], float] = {}
+                for det in ("yunet", "hog"):
+                    for loaded in (False, True):
+                        al = FaceAligner(AlignConfig(size=size, detector=det))
+                        al.predictor, al.detector, al.detect(np.zeros((64, 64, 3), np.uint8))
+                        cfg = V.VideoConfig(detect_every=k, progress=False, max_frames=n)
+                        out = Path(td) / "o.mp4"
+                        if loaded:
+                            with Competitor():
+                                s = V.deidentify_video(clip, out, al, net, cfg, overwrite=True)
+                        else:
+                            s = V.deidentify_video(clip, out, al, net, cfg, overwrite=True)
+                        res[det, loaded] = s["fps"]
+                        row = {"clip": label, "detect_every": k, "detector": det,
+                               "competitor": loaded, "threads": threads, "fps": s["fps"],
+                               "faces": int(sum(s["faces_per_frame"])),
+                               "fallback_faces": s["fallback_faces"]}
+                        print(json.dumps(row), flush=True)
+                        rows.append(row)
+                for r in rows[-4:]:
+                    r["vs_hog"] = round(r["fps"] / res["hog", r["competitor"]], 2)
+                    r["loaded_vs_idle"] = round(r["fps"] / res[r["detector"], False], 2)
+    return rows
+
+
 def flicker_study(args) -> list[dict]:
     shared = paths.shared_data_dir()
     if shared is None:
@@ -195,13 +258,18 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--repeats", type=int, default=1, help="best of N runs per configuration")
     ap.add_argument("--flicker", action="store_true", help="run the stabilisation study instead")
+    ap.add_argument("--detectors", action="store_true",
+                    help="YuNet vs HOG, idle and with a competing process, instead")
+    ap.add_argument("--threads", type=int, default=None, help="CPU threads (--detectors)")
     ap.add_argument("--frames", type=int, default=90, help="frames per talking clip (--flicker)")
     ap.add_argument("--clips", nargs="*", default=None, help="talking clip names (--flicker)")
     args = ap.parse_args()
     import pandas as pd
-    rows = flicker_study(args) if args.flicker else throughput(args)
+    rows = (flicker_study(args) if args.flicker else detector_speed(args) if args.detectors
+            else throughput(args))
     df = pd.DataFrame(rows)
     name = ("video_flicker" + ("_model" if args.checkpoint else "") if args.flicker
+            else "video_detectors" if args.detectors
             else f"video_throughput_{args.net}_{args.device}")
     out = paths.RESULTS_DIR / "tables" / f"{name}.csv"
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 
@@ -82,6 +83,8 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
                    help="photo of the person (one face); default: each face track's first frame")
     p.add_argument("--lam", type=float, default=None, help="λ for a λ-conditioned model")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads (default: the idle cores, 1-4; see inference.default_threads)")
     p.add_argument("--fail-open", action="store_true",
                    help="the paper's plain per-frame behaviour: a face the detector loses is shown "
                         "unmodified (default: kept obscured until re-detected or off-frame)")
@@ -98,9 +101,10 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
 
 
 def _video_setup(args: argparse.Namespace, fail_closed: bool, detect_every: int):
-    from deid_core.inference import check_lam
+    from deid_core.inference import check_lam, configure_threads
     from deid_core.video import VideoConfig, build_pipeline
     check_lam(args.lam)
+    configure_threads(args.threads)
     aligner, net = build_pipeline(args.checkpoint, args.target, args.lam, args.device,
                                   args.passthrough, args.detector, args.upsample,
                                   args.detect_scale)
@@ -292,11 +296,13 @@ def _add_image(sub: argparse._SubParsersAction) -> None:
                    help="photo of the person (exactly one face); default: each face is its own target")
     p.add_argument("--lam", type=float, default=None, help="λ for a λ-conditioned checkpoint")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: idle cores, 1-4)")
     _add_detector_args(p)
     p.add_argument("--overwrite", action="store_true", help="replace an existing OUTPUT")
 
     def run(args: argparse.Namespace) -> int:
-        from deid_core.inference import deidentify_image
+        from deid_core.inference import configure_threads, deidentify_image
+        configure_threads(args.threads)
         s = deidentify_image(args.input, args.output, args.checkpoint, args.target, args.lam,
                              args.device, args.overwrite, detector=_detector_config(args))
         print(json.dumps(s))
@@ -398,6 +404,8 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    # spinning OpenMP threads slow inference 10x+ next to another process (inference.default_threads)
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     try:
         signal.signal(signal.SIGTERM, _on_sigterm)
     except ValueError:                 # not the main thread (embedded use): leave it alone

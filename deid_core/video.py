@@ -287,6 +287,16 @@ class FrameProcessor:
         self.times: dict[str, float] = {k: 0.0 for k in
                                         ("detect", "refit", "track", "warp", "net", "paste", "fail_closed")}
 
+    def warm_up(self, shape: tuple[int, ...]) -> None:
+        """Load the detector, landmark and network weights and run each once on a blank frame,
+        so that a live source does not start by dropping the frames of that start-up time."""
+        blank = np.zeros((max(int(shape[0]), 32), max(int(shape[1]), 32), 3), np.uint8)
+        self.aligner.detect(blank)
+        if hasattr(self.aligner, "predictor"):
+            self.aligner.predictor
+        size = int(getattr(self.aligner, "size", 128))
+        self.provider.net_for(None)(np.zeros((1, size, size, 3), np.uint8))
+
     # -- tracking ------------------------------------------------------------------------
     def _new_track(self, frame: np.ndarray, face: Any) -> Track:
         tr = Track(id=self._next_id, face=face, box_rel=_box_rel(face.box, face.landmarks),
@@ -1162,6 +1172,7 @@ def run_live(source: int | str, aligner: Any, net: NetFn | NetProvider,
         out_path.parent.mkdir(parents=True, exist_ok=True)
     src = LiveSource(source, realtime=realtime, max_frames=cfg.max_frames)
     proc = FrameProcessor(aligner, net, cfg)
+    proc.warm_up((src.height, src.width))       # before the capture clock starts
     tmp = paths.atomic_write_path(out_path) if out_path else None
     writer = (Mp4Writer(tmp, src.width, src.height, Fraction(src.fps).limit_denominator(1001),
                         Fraction(1, 1000), crf=cfg.crf, preset=cfg.preset) if tmp else None)
@@ -1216,6 +1227,8 @@ def run_live(source: int | str, aligner: Any, net: NetFn | NetProvider,
             "source": str(source), "source_fps": src.fps, "captured": src.captured,
             "dropped": src.dropped, "realtime": realtime, "interrupted": interrupted, "output": str(out_path) if out_path else None,
             "latency_ms_mean": round(1000 * float(np.mean(latencies)), 1) if latencies else None,
+            "first_source_index": infos[0]["source_index"] if infos else None,
+            "max_gap": int(np.diff([fi["source_index"] for fi in infos]).max()) if len(infos) > 1 else 0,
             "config": dataclasses.asdict(cfg), "warnings": warns,
         })
         if out_path is not None:

@@ -221,6 +221,29 @@ def test_audit_video_cli_old_defaults_leak_new_pass(shared_data, tmp_path, capsy
     assert rc == {"old": 3, "new": 0}
 
 
+# -- speed under load -------------------------------------------------------------------------
+
+def test_live_starts_without_a_burst_of_drops(sample_dir, tmp_path):
+    """Models are warmed up before the capture clock starts: the first source frame is
+    processed, and drops are spread out (the newest frame is always taken)."""
+    def slow(crops):
+        time.sleep(0.03)
+        return constant_net(crops)
+    s = V.run_live(str(sample_dir / "clip" / "nasa_clip.mp4"), A.FaceAligner(), slow,
+                   V.VideoConfig(detect_every=3, max_frames=40), out=tmp_path / "l.mp4",
+                   realtime=True)
+    assert s["first_source_index"] <= 2 and s["max_gap"] <= 12
+    assert s["frames"] + s["dropped"] == s["captured"]
+
+
+def test_thread_defaults():
+    from deid_core.inference import configure_threads, default_threads
+    assert 1 <= default_threads() <= 4
+    assert configure_threads(1) == 1 and cv2.getNumThreads() == 1
+    with pytest.raises(DeidError, match="threads"):
+        configure_threads(0)
+
+
 # -- minor ------------------------------------------------------------------------------------
 
 @pytest.mark.slow
