@@ -228,6 +228,11 @@ def test_smoke_02_lambda_sweep_and_widget_state(smoke_run):
     for name in prof.evaluators:
         d = np.asarray(r2["distance"][name], dtype=float)
         assert d.shape == (len(prof.lams),) and np.isfinite(d).all() and (d >= 0).all()
+        # the dial moves the identity: a model that returns its input (or ignores λ) fails here
+        assert d[-1] > d[0] + 0.2, (name, d)
+        assert r2["spearman"][name] > 0.5, (name, r2["spearman"])
+    rgb = np.asarray(r2["rgb_distance"], dtype=float)
+    assert rgb[-1] > rgb[0] + 1.0, rgb                      # grey levels (0-255), Fig. 9
     assert (res / "figures" / "fig9_lambda_sweep_distance.png").is_file()
     assert (res / "figures" / "fig9_lambda_sweep.png").is_file()
     assert "paper" in (res / "tables" / "fig9_lambda_sweep.csv").read_text().splitlines()[0]
@@ -245,3 +250,41 @@ def test_smoke_02_lambda_sweep_and_widget_state(smoke_run):
     # rendered once: the PNG bytes travel as base64 buffers of the Image models
     assert images and all(any(b["path"] == ["value"] and len(b["data"]) > 100
                               for b in m.get("buffers", [])) for m in images)
+
+
+@pytest.mark.slow
+def test_smoke_03_deid_moves_identity_more_than_nothing(smoke_run):
+    """Table 3 / small Table 4 on the sample: the de-identified faces differ from the originals
+    in pixels and in every evaluator's descriptor, and are re-identified less often than the
+    originals (a model that does nothing gives 0, 0 and the same rank-1)."""
+    res, _ = smoke_run
+    prof = smoke_test_profile()
+    r3 = load_results("03_identity_evaluation", res)
+    assert r3["n_images"] == prof.n_eval_identities
+    for ev in prof.evaluators:
+        row = r3["table3"][f"deid|{ev}"]
+        assert row["rgb"] > 1.0 and row["desc"] > 0.3, (ev, row)
+    rank1 = {k: v["rank1"] for k, v in r3["table4_sample"].items()}
+    assert all(rank1[f"original|{ev}"] == 1.0 for ev in prof.evaluators)
+    assert any(rank1[f"deid|{ev}"] < rank1[f"original|{ev}"] for ev in prof.evaluators), rank1
+
+
+@pytest.mark.slow
+def test_smoke_04_study_material_holds_changed_faces(smoke_run):
+    """User-study sheet: every person's de-ID probe differs visibly from the original probe
+    (a model that does nothing would put identical images on the sheet); the scores exist."""
+    import numpy as np
+    import pandas as pd
+    from PIL import Image
+
+    res, _ = smoke_run
+    r4 = load_results("04_user_study", res)
+    study = res / "user_study" / "identify"
+    key = pd.read_csv(study / "answer_key" / "key.csv", comment="#")
+    assert len(key) == 2 * len(r4["persons"]) and set(key["condition"]) == {"original", "deid"}
+    for truth, rows in key.groupby("truth"):
+        ims = {c: np.asarray(Image.open(study / "probes" / f"{t}.jpg").convert("RGB"), dtype=float)
+               for t, c in zip(rows["trial_id"], rows["condition"])}
+        assert np.abs(ims["deid"] - ims["original"]).mean() > 1.0, truth
+    assert 0 <= r4["auto_accuracy_deid"] <= 1 and 0 <= r4["auto_accuracy_original"] <= 1
+    assert np.asarray(r4["confusion_deid"]).shape == np.asarray(r4["confusion_original"]).shape
