@@ -8,6 +8,8 @@
 - :mod:`baselines`   face blur (σ matched to a pixel distance), pixelation, the [41]-style swap
 - :mod:`tables`      Table 3/4/5 builders and the CSV + Markdown writer (``paper`` column)
 - :mod:`lambda_sweep` Fig. 9; :mod:`attributes` NME / head pose / detection retention;
+  :mod:`naturalness` high-frequency luma/chroma ratios in the face hull, YuNet retention, NME,
+  identity, per condition (real, de-ID, blur, pixelation);
   :mod:`video_metrics` flicker + identity consistency; :mod:`user_study` Table 2 kit
 - :mod:`run`         drivers (evaluators, de-ID transform from a checkpoint); :mod:`commands` the CLI
 

@@ -119,6 +119,28 @@ def add_eval_subcommands(p: argparse.ArgumentParser) -> None:
         return 0
     q.set_defaults(func=run_lam)
 
+    q = sub.add_parser("naturalness", help="high-frequency ratios, YuNet retention, landmark NME, identity: "
+                                           "real faces, de-ID, blur, pixelation")
+    q.add_argument("--images", help="image folder (default: the 24 held-out NASA portraits)")
+    q.add_argument("--max-images", type=int)
+    q.add_argument("--lam", type=float, nargs="+", action="extend",
+                   help="λ value(s) for a λ-conditioned --checkpoint (repeatable; default: its own)")
+    q.add_argument("--no-baselines", action="store_true")
+    _common(q, lam=False)
+
+    def run_nat(a):
+        from deid_core.errors import DeidError
+        from deid_core.evaluate.naturalness import run_naturalness
+        from deid_core.evaluate.run import DEFAULT_EVALUATORS
+        models = [(a.checkpoint, lam) for lam in (a.lam or [None])] if a.checkpoint else []
+        if a.lam and not a.checkpoint:
+            raise DeidError("--lam needs --checkpoint (a λ-conditioned model)")
+        df = run_naturalness(a.images, models, a.max_images, a.evaluator or list(DEFAULT_EVALUATORS),
+                             a.weights, not a.no_baselines, **_kw(a))
+        print(df.to_string(index=False))
+        return 0
+    q.set_defaults(func=run_nat)
+
     q = sub.add_parser("attributes", help="landmark NME, head-pose difference, detection retention")
     q.add_argument("--images")
     q.add_argument("--max-images", type=int, default=16)

@@ -13,8 +13,10 @@ import numpy as np
 import pandas as pd
 
 from deid_core import paths
+from deid_core.align import FaceAligner
 from deid_core.errors import DeidError
 from deid_core.evaluate import metrics
+from deid_core.evaluate.naturalness import NaturalnessMeter, summarize
 
 
 def lambda_sweep(images: Sequence[np.ndarray], landmarks: Sequence[np.ndarray],
@@ -26,12 +28,13 @@ def lambda_sweep(images: Sequence[np.ndarray], landmarks: Sequence[np.ndarray],
 
     Per λ and evaluator: RGB distance, descriptor distance source → output, same-person rate,
     and the landmark NME of the output (dlib's 68 points predicted in the same box on source and
-    output, over the outer inter-ocular distance: pose and expression kept, issue 9). Spearman
+    output, over the outer inter-ocular distance: pose and expression kept, §3), the median luma
+    and chroma high-frequency ratios inside the source hull and the YuNet retention
+    (:mod:`deid_core.evaluate.naturalness`; the same for every evaluator of a λ). Spearman
     ρ(λ, descriptor distance) per evaluator is in the table notes and ``df.attrs["spearman"]``.
     """
     import matplotlib.pyplot as plt
     from scipy.stats import spearmanr
-    from deid_core.align import FaceAligner
     from deid_core.evaluate.tables import results_dir, write_table
     if not transforms:
         raise DeidError("no λ settings given")
@@ -39,10 +42,8 @@ def lambda_sweep(images: Sequence[np.ndarray], landmarks: Sequence[np.ndarray],
     labels = list(labels or [str(i + 1) for i in range(len(images))])
     al = FaceAligner(size=crop)
     outs = {lam: [transforms[lam](im, lm) for im, lm in zip(images, landmarks)] for lam in lams}
-    boxes = [_detector_box(al, im, lm) for im, lm in zip(images, landmarks)]
-    lm_src = np.stack([al.landmarks(im, b) for im, b in zip(images, boxes)])
-    nme = {lam: metrics.nme(np.stack([al.landmarks(o, b) for o, b in zip(outs[lam], boxes)]), lm_src)
-           for lam in lams}
+    meter = NaturalnessMeter(images, landmarks)   # NME, HF ratios, YuNet (evaluate.naturalness)
+    nat = {lam: summarize(meter.measure(outs[lam])) for lam in lams}
     rows = []
     for net in evaluators:
         e0 = np.concatenate([net.embed_faces(im, [lm]) for im, lm in zip(images, landmarks)])
@@ -53,7 +54,10 @@ def lambda_sweep(images: Sequence[np.ndarray], landmarks: Sequence[np.ndarray],
             rows.append({"lambda": lam, "evaluator": net.name, "images": len(images),
                          "RGB distance": float(np.mean(px)), "descriptor distance": float(dd.mean()),
                          "same-person rate": float((net.distance(e0, e1) < net.threshold).mean()),
-                         "landmark NME": float(nme[lam].mean()),
+                         "landmark NME": nat[lam]["landmark NME (mean)"],
+                         "luma HF ratio": nat[lam]["luma HF ratio (median)"],
+                         "chroma HF ratio": nat[lam]["chroma HF ratio (median)"],
+                         "YuNet retention": nat[lam]["YuNet retention"],
                          "paper": "Fig. 9: λ = -5e-7, -1e-6, -2e-6 (qualitative)"})
     df = pd.DataFrame(rows)
     rho = {}
@@ -64,6 +68,9 @@ def lambda_sweep(images: Sequence[np.ndarray], landmarks: Sequence[np.ndarray],
     write_table(name, df, "Fig. 9 — distance from the source vs λ", [
         "Descriptor distance: L2 between unit-normalised evaluator embeddings; RGB: mean |Δ| (0-255).",
         "Landmark NME: dlib 68 points of the output vs the source (same box), / outer inter-ocular distance.",
+        "Luma / chroma HF ratio: median over faces of the high-frequency energy output / input inside the "
+        "source's landmark hull; YuNet retention: fraction of faces OpenCV's YuNet still finds "
+        "(evaluate.naturalness).",
         *([("Spearman ρ(λ, descriptor distance): "
             + ", ".join(f"{k} {v:.3f}" for k, v in rho.items()))] if rho else [])])
     # grid: rows = images, columns = source + λ
@@ -99,17 +106,6 @@ def lambda_sweep(images: Sequence[np.ndarray], landmarks: Sequence[np.ndarray],
     fig.tight_layout()
     _save(fig, figs / f"{name}_distance.png")
     return df
-
-
-def _detector_box(al, image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
-    """The detector's box of the face with these landmarks (dlib's predictor is trained on
-    detector boxes), else the landmarks' bounding box."""
-    faces = al.detect(image)
-    if faces:
-        best = min(faces, key=lambda f: np.abs(f.landmarks - landmarks).mean())
-        if np.abs(best.landmarks - landmarks).mean() < 0.1 * np.ptp(landmarks[:, 0]):
-            return np.asarray(best.box, np.float64)
-    return np.r_[np.min(landmarks, 0), np.max(landmarks, 0)]
 
 
 def _save(fig, path: Path) -> None:

@@ -1,0 +1,143 @@
+"""Naturalness metrics (evaluate.naturalness) on real faces: known answers for the identity
+transform, blur, coloured noise and a painted-over face; the lambda-sweep columns; the CLI."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from deid_core.errors import DeidError
+from deid_core.evaluate import metrics
+from deid_core.evaluate import naturalness as N
+from deid_core.evaluate.baselines import blur_transform
+
+
+@pytest.fixture(scope="module")
+def faces(sample_dir):
+    from deid_core.evaluate.run import load_faces
+    ims, lms, _ = load_faces(sample_dir / "portraits", max_images=3)
+    return ims, lms
+
+
+@pytest.fixture(scope="module")
+def meter(faces):
+    return N.NaturalnessMeter(*faces)        # no identity networks: fast
+
+
+def _outputs(faces, fn):
+    return [fn(im, lm) for im, lm in zip(*faces)]
+
+
+def _coloured_noise(image, landmarks, amp=20.0):
+    """Independent noise per RGB channel (coloured) at the face-detail scale (σ = IOD / 30)."""
+    import cv2
+    rng = np.random.default_rng(0)
+    sigma = float(metrics.inter_ocular(landmarks)) / 30
+    noise = cv2.GaussianBlur(rng.normal(size=image.shape).astype(np.float32), (0, 0), sigma)
+    out = image.astype(np.float32)
+    m = N.hull_mask(landmarks, image.shape)
+    out[m] += amp * noise[m] / noise[m].std()
+    return np.clip(out, 0, 255).astype(np.uint8)
+
+
+def _painted(image, landmarks):
+    out = image.copy()
+    m = N.hull_mask(landmarks, image.shape)
+    out[m] = np.median(image[m], 0).astype(np.uint8)
+    return out
+
+
+def test_hull_mask_and_flat_image_have_known_energy():
+    sq = np.array([[10, 10], [50, 10], [50, 50], [10, 50]] * 17, np.float32)
+    m = N.hull_mask(sq, (64, 64, 3))
+    assert m.sum() == 41 * 41 and m[30, 30] and not m[5, 5]
+    flat = np.full((64, 64, 3), (120, 90, 60), np.uint8)
+    assert N.hf_energy(flat, sq, sigmas=(1.0, 2.0)) == pytest.approx((0.0, 0.0, 0.0), abs=1e-6)
+
+
+def test_identity_gives_ratio_one_and_full_retention(faces, meter):
+    res = meter.measure(_outputs(faces, N.identity_transform()))
+    for f in res:
+        assert f.hf.luma_ratio == pytest.approx(1.0) and f.hf.chroma_ratio == pytest.approx(1.0)
+        assert f.hf.fine_ratio == pytest.approx(1.0)
+        assert f.retained is True and f.nme == pytest.approx(0.0) and f.rgb_distance == 0.0
+    row = N.summarize(res)
+    assert row["YuNet retention"] == 1.0 and row["YuNet faces"] == 3
+    assert 0.9 < row["YuNet score (median)"] <= 1.0
+
+
+def test_blur_lowers_luma_detail(faces, meter):
+    res = meter.measure(_outputs(faces, blur_transform(0.1)))
+    assert all(f.hf.luma_ratio < 0.4 for f in res)
+    assert all(f.hf.chroma_ratio < 0.5 for f in res)
+    assert all(f.hf.fine_ratio < 0.2 for f in res)
+
+
+def test_a_perfect_128px_model_keeps_the_band(faces, meter):
+    res = meter.measure(_outputs(faces, N.round_trip_transform(128)))
+    assert all(0.8 < f.hf.luma_ratio <= 1.05 and 0.8 < f.hf.chroma_ratio <= 1.05 for f in res)
+    assert all(f.hf.fine_ratio < 0.7 for f in res)          # finer detail: lost to the resolution
+    assert all(f.retained and f.nme < 0.02 for f in res)
+
+
+def test_coloured_noise_raises_chroma_detail(faces, meter):
+    res = meter.measure(_outputs(faces, _coloured_noise))
+    assert all(f.hf.chroma_ratio > 5.0 for f in res)
+    assert all(f.hf.chroma_ratio > 4 * f.hf.luma_ratio for f in res)
+    assert all(f.retained for f in res)
+
+
+def test_painted_face_is_not_retained(faces, meter):
+    res = meter.measure(_outputs(faces, _painted))
+    assert [f.retained for f in res] == [False, False, False]
+    assert N.summarize(res)["YuNet retention"] == 0.0
+
+
+def test_box_iou_and_source_box():
+    assert N.box_iou([0, 0, 10, 10], [[0, 0, 10, 10], [5, 0, 15, 10], [20, 20, 30, 30]]) == \
+        pytest.approx([1.0, 1 / 3, 0.0])
+    lm = np.array([[2, 2], [9, 9]] * 34, np.float32)
+    boxes = np.array([[40, 40, 60, 60, 0.99], [0, 0, 10, 10, 0.7]])
+    assert N.source_box(boxes, lm) == pytest.approx([0, 0, 10, 10])
+    assert N.source_box(boxes[:1], lm) is None
+
+
+def test_missing_yunet_file_is_a_clear_error(tmp_path):
+    with pytest.raises(DeidError, match="YuNet"):
+        N.load_yunet(tmp_path / "absent.onnx")
+
+
+def test_table_rows_and_conditions(faces, meter):
+    df = N.naturalness_table(*faces, {"real": N.identity_transform(), "noise": _coloured_noise},
+                             meter=meter)
+    assert list(df["condition"]) == ["real", "noise"] and "paper" in df.columns
+    assert df.loc[1, "chroma HF ratio (median)"] > 5 > df.loc[0, "chroma HF ratio (median)"]
+    with pytest.raises(DeidError):
+        N.naturalness_table(*faces, [("a", N.identity_transform()), ("a", _painted)], meter=meter)
+
+
+@pytest.mark.slow
+def test_lambda_sweep_rows_carry_naturalness(faces, tmp_path, monkeypatch):
+    from deid_core.evaluate.lambda_sweep import lambda_sweep
+    from deid_core.evaluate.run import load_evaluators
+    monkeypatch.setenv("DEID_RESULTS", str(tmp_path))
+    ims, lms = faces
+    df = lambda_sweep(ims[:2], lms[:2], {0.0: N.identity_transform(), 1.0: _coloured_noise},
+                      load_evaluators(["sface"]), name="lam_nat")
+    for col in ("landmark NME", "luma HF ratio", "chroma HF ratio", "YuNet retention", "same-person rate"):
+        assert col in df.columns
+    assert df.loc[df["lambda"] == 0.0, "chroma HF ratio"].item() == pytest.approx(1.0)
+    assert df.loc[df["lambda"] == 1.0, "chroma HF ratio"].item() > 5
+    assert (tmp_path / "tables" / "lam_nat.md").is_file()
+
+
+def test_cli_writes_its_table(tmp_path, monkeypatch, capsys):
+    from deid_core.cli import main
+    monkeypatch.setenv("DEID_RESULTS", str(tmp_path))
+    rc = main(["eval", "naturalness", "--max-images", "2", "--evaluator", "sface", "--no-baselines",
+               "--name", "nat_cli"])
+    assert rc == 0
+    md = (tmp_path / "tables" / "nat_cli.md").read_text()
+    assert "real (identity)" in md and "128-px round trip" in md and "YuNet retention" in md and "sface same-person rate" in md
+    assert (tmp_path / "tables" / "nat_cli.csv").is_file()
+    assert main(["eval", "naturalness", "--lam", "1e-5"]) == 1      # --lam without --checkpoint
+    assert "--checkpoint" in capsys.readouterr().err
