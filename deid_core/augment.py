@@ -26,7 +26,10 @@ class AugmentConfig:
 
 def random_grid(n: int, size: int, cfg: AugmentConfig, generator: torch.Generator | None = None,
                 device=None) -> torch.Tensor:
-    """Sampling grid N×size×size×2 in [−1, 1] for scale + rotation + shift + elastic warp."""
+    """Sampling grid N×size×size×2 in [−1, 1] for scale + rotation + shift + elastic warp.
+
+    The random numbers come from ``generator`` on the CPU (reproducible anywhere); the grid
+    itself is built on ``device`` (no N×S×S×2 copy to a GPU per step)."""
     g = dict(generator=generator)
     u = lambda *shape: torch.rand(*shape, **g) * 2 - 1
     scale = 1 + cfg.scale * u(n)
@@ -38,15 +41,16 @@ def random_grid(n: int, size: int, cfg: AugmentConfig, generator: torch.Generato
     if cfg.flip:
         flip = (torch.rand(n, **g) < 0.5).float() * -2 + 1
         theta[:, :, 0] = theta[:, :, 0] * flip[:, None]
-    grid = F.affine_grid(theta, (n, 3, size, size), align_corners=False)
+    grid = F.affine_grid(theta.to(device), (n, 3, size, size), align_corners=False)
     if cfg.elastic_alpha > 0:
         k = cfg.elastic_grid
         coarse = torch.randn(n, 2, k, k, **g) * (cfg.elastic_alpha * 2)
         coarse[:, :, [0, -1], :] = 0          # keep the border roughly in place
         coarse[:, :, :, [0, -1]] = 0
-        disp = F.interpolate(coarse, size=(size, size), mode="bicubic", align_corners=True)
+        disp = F.interpolate(coarse.to(device), size=(size, size), mode="bicubic",
+                             align_corners=True)
         grid = grid + disp.permute(0, 2, 3, 1)
-    return grid.to(device) if device is not None else grid
+    return grid
 
 
 def distort(x: torch.Tensor, cfg: AugmentConfig | None = None,
@@ -54,7 +58,7 @@ def distort(x: torch.Tensor, cfg: AugmentConfig | None = None,
     """Distorted copy of a batch ``x`` (N×C×H×W, H = W), reflection at the border."""
     cfg = cfg or AugmentConfig()
     n, _, h, w = x.shape
-    grid = random_grid(n, h, cfg, generator=generator).to(device=x.device, dtype=x.dtype)
+    grid = random_grid(n, h, cfg, generator=generator, device=x.device).to(dtype=x.dtype)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
 
 

@@ -234,8 +234,11 @@ def atomic_save(obj: Any, path: Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = paths.atomic_write_path(path)
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)   # only left when the write failed
     return path
 
 
@@ -252,8 +255,11 @@ def save_grid(path: Path, x: torch.Tensor, z: torch.Tensor | list[torch.Tensor],
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = paths.atomic_write_path(path)
-    Image.fromarray(grid).save(tmp, format="PNG")
-    os.replace(tmp, path)
+    try:
+        Image.fromarray(grid).save(tmp, format="PNG")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
 
 
@@ -356,6 +362,13 @@ class Trainer:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
+    def set_steps(self, steps: int) -> None:
+        """Change the run length (e.g. after timing the first steps): the λ schedule and the
+        recipe's curriculum are fractions of it."""
+        self.cfg.steps = int(steps)
+        self.schedule = self.cfg.resolved_schedule()
+        self.lam = lam_at(self.schedule, self.step)
+
     def embed(self, x: torch.Tensor) -> tuple[torch.Tensor, dict | None]:
         """Target descriptor e(x) and the source/target features (no gradient)."""
         if self.perceptual is None:
@@ -401,7 +414,7 @@ class Trainer:
                 loss_d = loss_discriminator(d_out, lam_beta)
             self.scaler.scale(loss_d).backward()
             self.scaler.step(self.opt_D)
-            out["D"] = loss_d.item()
+            d_logged = loss_d.detach()
             self.D.requires_grad_(False)
             with self._autocast():   # unwrapped D: no DDP sync
                 if rc.gan == "ns":
@@ -426,9 +439,13 @@ class Trainer:
             nimg = self.step * self.batch
             ema_nimg = min(rc.ema_kimg * 1000, nimg * rc.ema_rampup)
             ema_update(self.G_ema, self.G, 0.5 ** (self.batch / max(ema_nimg, 1e-8)))
-        out.update({k: float(v.detach()) for k, v in terms.items()})
-        out["total"] = total.item()
-        out["lam"] = float(lam.mean())
+        logged = {k: v.detach().float() for k, v in terms.items()}
+        logged["total"] = total.detach().float()
+        logged["lam"] = lam.float().mean()
+        if self.D is not None:
+            logged["D"] = d_logged.float()
+        values = torch.stack(list(logged.values())).tolist()   # one device sync per step
+        out.update(zip(logged, values))
         out["ramp"] = ramp
         self.lam = lam_at(self.schedule, self.step)
         return out
@@ -546,11 +563,14 @@ class Trainer:
         with open(path, newline="") as f:
             rows = [r for r in csv.DictReader(f) if int(r["step"]) <= self.step]
         tmp = paths.atomic_write_path(path)
-        with open(tmp, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=("step",) + LOSS_KEYS, extrasaction="ignore")
-            w.writeheader()
-            w.writerows(rows)
-        os.replace(tmp, path)
+        try:
+            with open(tmp, "w", newline="") as f:
+                w = csv.DictWriter(f, fieldnames=("step",) + LOSS_KEYS, extrasaction="ignore")
+                w.writeheader()
+                w.writerows(rows)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
 
     @torch.no_grad()
     def sample(self, x: torch.Tensor, path: Path) -> Path:

@@ -105,8 +105,6 @@ def test_atomic_save_failure_keeps_previous_checkpoint(tmp_path, monkeypatch):
     assert torch.load(path)["step"] == 1
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="train.atomic_save does not remove its temp file when "
-                   "torch.save fails (reported to the lead, issue 19); remove this mark with the fix")
 def test_atomic_save_failure_leaves_no_temp_file(tmp_path, monkeypatch):
     path = tmp_path / "checkpoint.pt"
     atomic_save({"step": 1}, path)
@@ -150,8 +148,6 @@ def test_sample_grid_failure_keeps_previous_png(tmp_path, monkeypatch):
     assert path.read_bytes() == before
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="train.save_grid does not remove its temp file when the "
-                   "PNG write fails (reported to the lead, issue 19); remove this mark with the fix")
 def test_sample_grid_failure_leaves_no_temp_file(tmp_path, monkeypatch):
     from PIL import Image
     x = torch.zeros(2, 3, 16, 16)

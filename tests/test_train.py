@@ -119,7 +119,7 @@ def test_train_resume_is_exact(tmp_path, faces):
     grids = sorted((tmp_path / "b" / "samples").glob("*.png"))
     assert grids
     from PIL import Image
-    assert Image.open(grids[-1]).size == (3 * 128, 6 * 128)    # source | output | mask
+    assert Image.open(grids[-1]).size == (4 * 128, 6 * 128)    # source | output | raw | mask
     assert not list((tmp_path / "b").glob(".*tmp*"))            # no temp files left behind
     # a fresh (non-resume) run into the same folder refuses instead of overwriting it
     before = (tmp_path / "b" / "checkpoint.pt").read_bytes()
