@@ -220,6 +220,10 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                                      "prepared face caches; multi-GPU: torchrun -m deid_core.cli train")
     p.add_argument("--preset", default="compact-128",
                    help="paper-128, paper-256, compact-128 (append -lamcond for the λ-conditioned variant)")
+    p.add_argument("--recipe", default="paper", choices=["paper", "deid"],
+                   help="paper: §3.2 as written; deid: the natural-face recipe (see README)")
+    p.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
+                   help="switch one recipe option (repeatable), e.g. eot=0 repeller=linear")
     p.add_argument("--data", nargs="+", required=True, help="face cache folder(s) from `deid prepare`")
     p.add_argument("--out", required=True, help="run folder (checkpoint.pt, losses.csv, samples/)")
     p.add_argument("--hold-out", nargs="+", default=[], metavar="FOLDER",
@@ -232,6 +236,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    help="λ schedule as ITER:λ pairs (e.g. 0:1e-7 1000:2e-6) or one fixed λ; for a "
                         "-lamcond preset two values LO HI = the λ range sampled per example")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    p.add_argument("--init", help="warm start: copy the matching weights of this checkpoint")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:K")
     p.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "off"])
     p.add_argument("--identity", default="dlib", help="loss network (dlib; none = no perceptual loss)")
@@ -244,9 +249,12 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
     def run(args: argparse.Namespace) -> int:
         from deid_core.model import ModelConfig
+        from deid_core.recipe import RecipeConfig, parse_options
         from deid_core.train import TrainConfig, train
         size = ModelConfig.preset(args.preset).size
         lam_cond = ModelConfig.preset(args.preset).lam_cond
+        options = parse_options(args.option)
+        RecipeConfig.preset(args.recipe, **options)      # unknown options fail here, early
         kw = {}
         if args.lam:
             try:
@@ -270,12 +278,13 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                 if not Path(folder).is_dir():
                     raise DeidError(f"--hold-out folder not found: {folder}")
                 held += [person for _, person in list_images(folder)]
-        cfg = TrainConfig(preset=args.preset, data=list(args.data), out=args.out, steps=steps,
+        cfg = TrainConfig(preset=args.preset, recipe=args.recipe, options=options,
+                          data=list(args.data), out=args.out, steps=steps,
                           exclude_persons=sorted(set(held)),
                           batch=args.batch, lr=args.lr, identity=args.identity,
                           device=args.device, amp=args.amp, ckpt_every=args.ckpt_every,
                           sample_every=args.sample_every, workers=args.workers,
-                          threads=args.threads, seed=args.seed, **kw)
+                          threads=args.threads, seed=args.seed, init=args.init, **kw)
         t = train(cfg, resume=args.resume, progress=not args.no_progress)
         if t.rank == 0:
             last = t.history[-1] if t.history else {}
@@ -356,13 +365,16 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lam", type=float, default=None,
                    help="default λ of a λ-conditioned model (used when none is given)")
     p.add_argument("--fp32", action="store_true", help="keep fp32 weights")
+    p.add_argument("--detail-sigma", type=float, default=None,
+                   help="add the source crop's detail finer than this many pixels to the raw "
+                        "output at inference (0 = off; default: as trained)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing OUTPUT")
 
     def run(args: argparse.Namespace) -> int:
         import os
         from deid_core.inference import export_weights
         out = export_weights(args.checkpoint, args.output, half=not args.fp32, lam=args.lam,
-                             overwrite=args.overwrite)
+                             overwrite=args.overwrite, detail_sigma=args.detail_sigma)
         print(json.dumps({"output": str(out), "bytes": os.path.getsize(out)}))
         return 0
 

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from deid_core.errors import DeidError
-from deid_core.model import Generator, ModelConfig
+from deid_core.model import Generator, ModelConfig, add_source_detail
 from deid_core.recipe import RecipeConfig, dial
 
 DEFAULT_LAM = 2e-6
@@ -102,9 +102,11 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
 
 
 def export_weights(src: str | os.PathLike, dst: str | os.PathLike, half: bool = True,
-                   lam: float | None = None, overwrite: bool = False) -> Path:
+                   lam: float | None = None, overwrite: bool = False,
+                   detail_sigma: float | None = None) -> Path:
     """Weights-only copy of a training checkpoint (generator + config + λ state), fp16 by
-    default. ``lam`` sets the default λ of a λ-conditioned model (used when none is given)."""
+    default. ``lam`` sets the default λ of a λ-conditioned model (used when none is given);
+    ``detail_sigma`` sets the model's source-detail transfer (0 = off)."""
     from deid_core.train import atomic_save
     src, dst = Path(src), Path(dst)
     if dst.exists() and (not overwrite or dst.resolve() == src.resolve()):
@@ -121,7 +123,11 @@ def export_weights(src: str | os.PathLike, dst: str | os.PathLike, half: bool = 
         if not np.isfinite(lam) or lam < 0:
             raise DeidError(f"λ must be a finite number ≥ 0, got {lam}")
         lam_state["lam"] = float(lam)
-    cfg = {"model": ck["config"]["model"], "recipe": ck["config"].get("recipe")}
+    cfg = {"model": dict(ck["config"]["model"]), "recipe": ck["config"].get("recipe")}
+    if detail_sigma is not None:
+        if not np.isfinite(detail_sigma) or detail_sigma < 0:
+            raise DeidError(f"detail σ must be a finite number ≥ 0, got {detail_sigma}")
+        cfg["model"]["detail_sigma"] = float(detail_sigma)
     return atomic_save({"config": cfg, "generator": gen, "step": int(ck.get("step", 0)),
                         "lam_state": lam_state, "deid_version": ck.get("deid_version")}, Path(dst))
 
@@ -218,8 +224,11 @@ class Deidentifier:
     @torch.no_grad()
     def generate(self, x: torch.Tensor, emb: torch.Tensor, lam: float | torch.Tensor | None
                  ) -> tuple[torch.Tensor, torch.Tensor]:
-        """G on tensors (N×3×S×S in [−1, 1], N×D) → (image, mask)."""
-        return self.G(x.to(self.device), emb.to(self.device), lam if self.cfg.lam_cond else None)
+        """G on tensors (N×3×S×S in [−1, 1], N×D) → (image, mask); the source's fine detail
+        is added to the image when the model was configured with ``detail_sigma``."""
+        x = x.to(self.device)
+        z, m = self.G(x, emb.to(self.device), lam if self.cfg.lam_cond else None)
+        return add_source_detail(z, x, self.cfg.detail_sigma), m
 
     def net_fn(self, target_embedding: np.ndarray | None, lam: float | None = None
                ) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:

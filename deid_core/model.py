@@ -24,7 +24,8 @@ field existed load with ``id_norm=False`` and behave as trained.
 
 Beyond the paper: an optional λ-conditioning — normalised λ (:func:`lam_feature`, log or
 linear scale) concatenated to the latent and/or FiLM (scale, shift) on the decoder blocks —
-so one network serves every λ at inference time. A patch discriminator with logits,
+so one network serves every λ at inference time. Optionally the source crop's fine detail
+is added to the raw output (:func:`add_source_detail`, ``detail_sigma``). A patch discriminator with logits,
 spectral norm and several scales (``disc_kind="patch"``) serves the ``deid`` training
 recipe (see :mod:`deid_core.recipe`); ``"paper"`` is the §3.1 discriminator.
 
@@ -78,6 +79,7 @@ class ModelConfig:
     lam_max: float = 2e-5                             # λ = lam_max maps to feature 1
     lam_embed_dim: int = 16
     lam_scale: str = "log"                            # log (paper λ) | linear (deid dial)
+    detail_sigma: float = 0.0                         # > 0: source's fine detail added to z_raw
 
     @staticmethod
     def preset(name: str, **overrides) -> "ModelConfig":
@@ -160,6 +162,28 @@ def lam_feature(lam: torch.Tensor, cfg: ModelConfig) -> torch.Tensor:
         return (lam / cfg.lam_max).clamp(0, 2)
     lo, hi = math.log10(cfg.lam_min), math.log10(cfg.lam_max)
     return ((torch.log10(lam + cfg.lam_min) - lo) / (hi - lo)).clamp(0, 2)
+
+
+def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur (reflect padding, radius 3σ) of N×C×H×W."""
+    r = max(1, int(math.ceil(3 * sigma)))
+    t = torch.arange(-r, r + 1, device=x.device, dtype=x.dtype)
+    k = torch.exp(-0.5 * (t / sigma) ** 2)
+    k = k / k.sum()
+    c = x.shape[1]
+    x = nn.functional.pad(x, (r, r, r, r), mode="reflect")
+    x = nn.functional.conv2d(x, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+    return nn.functional.conv2d(x, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+
+
+def add_source_detail(z_raw: torch.Tensor, x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """z_raw + (x − blur_σ(x)): the source's fine detail (skin texture, finer than σ px of the
+    aligned crop) laid over the generated face, whose identity lives at coarser scales; the
+    decoder then only has to produce the face at that scale (``detail_sigma``, beyond the
+    paper: a short-trained decoder's raw output is blurry)."""
+    if sigma <= 0:
+        return z_raw
+    return (z_raw + (x - gaussian_blur(x, sigma)).to(z_raw.dtype)).clamp(-1, 1)
 
 
 def rms_normalise(v: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:

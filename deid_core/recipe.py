@@ -37,6 +37,9 @@ curriculum             reconstruction + attractors first (``warmup`` of the run)
 ema                    exponential moving average of G's weights (exported)
 lam_sampling           per-example λ uniform on [0, λ_max] (linear dial; the paper's
                        log-uniform range spends most examples where nothing changes)
+detail_sigma           the source crop's detail finer than σ px is added to the raw output
+                       (the decoder draws the face at the scale identity lives at; a short
+                       run's raw output is blurry and blur is not a natural face)
 =====================  ===================================================================
 """
 from __future__ import annotations
@@ -73,6 +76,7 @@ class RecipeConfig:
     ema_rampup: float = 0.05
     lam_sampling: str = "loguniform"    # loguniform (paper units) | uniform (linear dial)
     lam_max: float = 2e-5               # top of the dial (both recipes' λ units)
+    detail_sigma: float = 0.0           # source detail finer than σ px added to z_raw (model)
 
     @staticmethod
     def preset(name: str, **options) -> "RecipeConfig":
@@ -86,7 +90,7 @@ class RecipeConfig:
             cfg = RecipeConfig(name="deid", perceptual_norm=True, pixel_weight=10.0,
                                repeller="hinge", eot=True, gan="ns", gan_weight=0.05,
                                gan_raw=True, colour=5.0, mask_floor=0.5, curriculum=True,
-                               ema=True, lam_sampling="uniform")
+                               ema=True, lam_sampling="uniform", detail_sigma=1.0)
         else:
             raise DeidError(f"unknown recipe '{name}' (choose from {', '.join(RECIPES)})")
         names = {f.name for f in dataclasses.fields(RecipeConfig)} - {"name"}
@@ -118,6 +122,7 @@ class RecipeConfig:
             out = {"disc_kind": "paper", "disc_scales": 1}
         out["lam_scale"] = "linear" if self.lam_sampling == "uniform" else "log"
         out["lam_max"] = self.lam_max
+        out["detail_sigma"] = self.detail_sigma
         return out
 
     def ramp_factor(self, step: int, steps: int) -> float:

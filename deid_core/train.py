@@ -55,7 +55,7 @@ from deid_core.errors import DeidError
 from deid_core.losses import (LossConfig, PerceptualLoss, compound_loss, generator_terms,
                               loss_discriminator, loss_discriminator_ns, masked_output, mixup,
                               sample_mixup)
-from deid_core.model import Generator, ModelConfig, build_discriminator
+from deid_core.model import Generator, ModelConfig, add_source_detail, build_discriminator
 from deid_core.recipe import RecipeConfig, dial
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -395,7 +395,8 @@ class Trainer:
         e, feat_x = self.embed(x)
         with self._autocast():
             z_raw, mask = self.G_train(x_in, e, lam if self.mcfg.lam_cond else None)
-        z_raw, mask = z_raw.float(), mask.float()
+        z_raw = add_source_detail(z_raw.float(), x, self.mcfg.detail_sigma)
+        mask = mask.float()
         z_masked = masked_output(z_raw, mask, x)
         out: dict[str, float] = {}
         # (c) discriminator step on the mixup of real and (masked, with gan_raw also raw) output
@@ -587,7 +588,8 @@ class Trainer:
         for lam in lams:
             with self._autocast():
                 z, m = G(x, e, lam if self.mcfg.lam_cond else None)
-            outs.append(masked_output(z.float(), m.float(), x))
+            z = add_source_detail(z.float(), x, self.mcfg.detail_sigma)
+            outs.append(masked_output(z, m.float(), x))
             mask = m.float()
         return save_grid(path, x, outs + [z.float()], mask)
 

@@ -334,3 +334,21 @@ class _NoAligner:
 
     class config:
         margin = 0.2
+
+
+def test_source_detail_restores_the_fine_band_only():
+    from deid_core.model import add_source_detail, gaussian_blur
+    torch.manual_seed(0)
+    x = torch.rand(2, 3, 32, 32) * 1.6 - 0.8
+    blurred = gaussian_blur(x, 1.0)
+    # blur + the detail it removed = the source (up to the [−1, 1] clamp, unused here)
+    assert torch.allclose(add_source_detail(blurred, x, 1.0), x, atol=1e-5)
+    assert torch.equal(add_source_detail(blurred, x, 0.0), blurred)       # off
+    flat = torch.full((1, 3, 16, 16), 0.3)
+    z = torch.rand(1, 3, 16, 16) - 0.5
+    assert torch.allclose(add_source_detail(z, flat, 1.0), z, atol=1e-6)  # no detail to add
+    assert ModelConfig.preset("compact-128").detail_sigma == 0.0
+    cfg = TrainConfig(preset="compact-128", recipe="deid")
+    assert cfg.model_config().detail_sigma == 1.0
+    assert TrainConfig(preset="compact-128", recipe="deid",
+                       options={"detail_sigma": "0"}).model_config().detail_sigma == 0.0
