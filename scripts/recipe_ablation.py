@@ -40,6 +40,7 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "deid − curriculum": ("deid", {"curriculum": False}),
     "deid − ema": ("deid", {"ema": False}),
     "deid − uniform λ": ("deid", {"lam_sampling": "loguniform"}),
+    "deid − source detail": ("deid", {"detail_sigma": 0.0}),
 }
 
 
