@@ -24,6 +24,19 @@ class AugmentConfig:
     flip: bool = False            # horizontal flip (off: faces are aligned to a template)
 
 
+def random_affine(n: int, scale: float, rotation_deg: float, shift: float,
+                  generator: torch.Generator | None = None) -> torch.Tensor:
+    """N×2×3 ``affine_grid`` matrices: zoom in [1 ± scale], rotation in [± rotation_deg],
+    translation in [± shift] × image size (uniform, drawn on the CPU from ``generator``)."""
+    u = lambda *shape: torch.rand(*shape, generator=generator) * 2 - 1
+    zoom = 1 + scale * u(n)
+    angle = math.radians(rotation_deg) * u(n)
+    t = shift * 2 * u(n, 2)
+    cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
+    return torch.stack([torch.stack([cos, -sin, t[:, 0]], 1),
+                        torch.stack([sin, cos, t[:, 1]], 1)], 1)
+
+
 def random_grid(n: int, size: int, cfg: AugmentConfig, generator: torch.Generator | None = None,
                 device=None) -> torch.Tensor:
     """Sampling grid N×size×size×2 in [−1, 1] for scale + rotation + shift + elastic warp.
@@ -31,13 +44,7 @@ def random_grid(n: int, size: int, cfg: AugmentConfig, generator: torch.Generato
     The random numbers come from ``generator`` on the CPU (reproducible anywhere); the grid
     itself is built on ``device`` (no N×S×S×2 copy to a GPU per step)."""
     g = dict(generator=generator)
-    u = lambda *shape: torch.rand(*shape, **g) * 2 - 1
-    scale = 1 + cfg.scale * u(n)
-    angle = math.radians(cfg.rotation_deg) * u(n)
-    shift = cfg.shift * 2 * u(n, 2)
-    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
-    theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1),
-                         torch.stack([sin, cos, shift[:, 1]], 1)], 1)   # N×2×3
+    theta = random_affine(n, cfg.scale, cfg.rotation_deg, cfg.shift, generator)
     if cfg.flip:
         flip = (torch.rand(n, **g) < 0.5).float() * -2 + 1
         theta[:, :, 0] = theta[:, :, 0] * flip[:, None]
@@ -80,12 +87,7 @@ def random_view(n: int, cfg: ViewConfig, generator: torch.Generator | None = Non
     """Draw one view per example; returns ``apply(img) -> img`` applying it to any batch of n."""
     g = dict(generator=generator)
     u = lambda *shape: torch.rand(*shape, **g) * 2 - 1
-    scale = 1 + cfg.scale * u(n)
-    angle = math.radians(cfg.rotation_deg) * u(n)
-    shift = cfg.shift * 2 * u(n, 2)
-    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
-    theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1),
-                         torch.stack([sin, cos, shift[:, 1]], 1)], 1)
+    theta = random_affine(n, cfg.scale, cfg.rotation_deg, cfg.shift, generator)
     blur_w = cfg.blur * torch.rand(n, **g)
     bright = cfg.brightness * u(n)
     contrast = 1 + cfg.contrast * u(n)

@@ -11,37 +11,12 @@ import torch.nn as nn
 
 from deid_core import losses as L
 from deid_core.augment import ViewConfig, same_view
-from deid_core.data import InMemoryFaces
 from deid_core.errors import DeidError
 from deid_core.model import Generator, ModelConfig, PatchDiscriminator, build_discriminator
 from deid_core.recipe import RecipeConfig, dial, parse_options
 from deid_core.train import (Trainer, TrainConfig, atomic_save, ema_update, face_region,
                              sample_lams)
-
-
-class FakeIdentity(nn.Module):
-    """Small frozen stand-in for the loss network (maps 72/35/17/8/4 + 128-d descriptor)."""
-
-    def __init__(self):
-        super().__init__()
-        torch.manual_seed(123)
-        self.conv = nn.Conv2d(3, 4, 3, padding=1)
-        self.fc = nn.Linear(4, 128)
-        self.eval().requires_grad_(False)
-
-    def features(self, x):
-        h = torch.tanh(self.conv(x))
-        out = {f"s{s}": nn.functional.adaptive_avg_pool2d(h, s) for s in (72, 35, 17, 8, 4)}
-        out["descriptor"] = self.fc(h.mean((2, 3)))
-        return out
-
-
-@pytest.fixture(scope="module")
-def faces():
-    rng = np.random.default_rng(0)
-    base = rng.integers(0, 255, (1, 16, 16, 3), dtype=np.uint8)
-    return InMemoryFaces([np.kron(np.roll(base[0], i, axis=0), np.ones((8, 8, 1), np.uint8))
-                          for i in range(6)])
+from test_train import FakeIdentity, faces  # noqa: F401  (the frozen stand-in and its faces)
 
 
 # ------------------------------------------------------------------ terms: hand values
