@@ -310,8 +310,10 @@ class Face:
 class AlignConfig:
     """Settings of :class:`FaceAligner` (paper §3 a–d, f–h).
 
-    YuNet runs on the frame at its own resolution (faces from ~20 px); ``upsample`` k adds a
-    pass on the frame enlarged 2**k times (smaller faces, slower). dlib's HOG detector finds
+    YuNet runs on the frame at its own resolution and, for frames whose longer side is at most
+    ``upscale_below``, also on the frame enlarged 2× (multi-scale: on the Hamilton clip the 2×
+    pass finds 25-100 px faces, blurred or turned, that the 1× pass misses); ``upsample`` k
+    adds a pass at 2**k on any frame (smaller faces, slower). dlib's HOG detector finds
     faces of about 80 px and up; each ``upsample`` halves that. ``detect_scale`` multiplies
     the smallest face found by ``1 / detect_scale`` (fast path for large frames).
     """
@@ -320,6 +322,7 @@ class AlignConfig:
     detector: str = DEFAULT_DETECTOR  # "yunet", "hog" (dlib frontal), "cnn" (dlib mmod), "mtcnn"
     detect_scale: float = 1.0     # fast path: detect on the frame scaled by this (<= 1)
     upsample: int = 0             # extra detection on the frame enlarged 2**upsample (small faces)
+    upscale_below: int = 1280     # YuNet: also detect on the frame enlarged 2× up to this side (0: off)
     min_score: float | None = None  # drop detections below this (None: YuNet 0.6, others 0)
     feather: float = 0.08         # hull feather width as a fraction of the face size (hull box side)
     order: str = "rgb"            # channel order of 3/4-channel input frames ("rgb" or "bgr")
@@ -373,14 +376,17 @@ class YuNetDetector:
 
     :meth:`detect` returns ``(box x0, y0, x1, y1, score, points5 5×2)`` per face in frame
     pixels, largest first. ``scales`` are the frame scalings run (1 = the frame as it is;
-    2 = enlarged, for faces below ~20 px); detections of all scales are merged by NMS.
+    2 = enlarged, for faces below ~20 px); frames whose longer side is at most
+    ``upscale_below`` also get a 2× pass. Detections of all scales are merged by NMS.
     One instance is not thread-safe (one per thread/aligner).
     """
 
     def __init__(self, score_threshold: float = YUNET_SCORE, nms_threshold: float = 0.3,
-                 scales: Sequence[float] = (1.0,), model: str | os.PathLike | None = None):
+                 scales: Sequence[float] = (1.0,), model: str | os.PathLike | None = None,
+                 upscale_below: int = 0):
         self.score_threshold, self.nms_threshold = float(score_threshold), float(nms_threshold)
         self.scales = tuple(float(s) for s in scales)
+        self.upscale_below = int(upscale_below)
         path = str(model or yunet_model_path())
         try:
             self._net = cv2.FaceDetectorYN.create(path, "", (320, 320), self.score_threshold,
@@ -400,14 +406,17 @@ class YuNetDetector:
     def detect(self, rgb: np.ndarray) -> list[tuple[np.ndarray, float, np.ndarray]]:
         bgr = np.ascontiguousarray(rgb[:, :, ::-1])
         rows = []
-        for s in self.scales:
+        scales = self.scales
+        if self.upscale_below and max(rgb.shape[:2]) <= self.upscale_below and 2.0 not in scales:
+            scales = scales + (2.0,)
+        for s in scales:
             img = bgr if s == 1.0 else cv2.resize(bgr, None, fx=s, fy=s,
                                                   interpolation=cv2.INTER_LINEAR)
             f = self._run(img).astype(np.float64)
             f[:, :14] /= s
             rows.append(f)
         dets = np.concatenate(rows) if rows else np.zeros((0, 15))
-        if len(self.scales) > 1 and len(dets) > 1:
+        if len(scales) > 1 and len(dets) > 1:
             keep = cv2.dnn.NMSBoxes([list(map(float, d[:4])) for d in dets],
                                     [float(d[14]) for d in dets], self.score_threshold,
                                     self.nms_threshold)
@@ -537,7 +546,8 @@ class FaceAligner:
             if name == "yunet":
                 self._detector = YuNetDetector(
                     self.config.score_threshold,
-                    scales=(1.0,) + ((2.0 ** self.config.upsample,) if self.config.upsample else ()))
+                    scales=(1.0,) + ((2.0 ** self.config.upsample,) if self.config.upsample else ()),
+                    upscale_below=self.config.upscale_below)
             elif name == "hog":
                 import dlib
                 self._detector = dlib.get_frontal_face_detector()

@@ -335,10 +335,10 @@ def _add_audit(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", default=None, help="also write the report to this file")
     p.add_argument("--every", type=int, default=1, help="audit every n-th video frame")
     p.add_argument("--max-frames", type=int, default=None, help="only the first N frames")
-    p.add_argument("--max-pixel-change", type=float, default=4.0,
-                   help="a face whose box centre changed less (mean |Δ|, 0-255) is visible")
-    p.add_argument("--max-sface", type=float, default=0.9,
-                   help="a face whose SFace cosine to the input is at least this is visible")
+    p.add_argument("--max-sface", type=float, default=0.7,
+                   help="a face whose SFace cosine to the input is at least this, and whose box "
+                        "centre changed less than --max-pixel-change, is visible")
+    p.add_argument("--max-pixel-change", type=float, default=6.0, help="mean |Δ| (0-255)")
 
     def run(args: argparse.Namespace) -> int:
         from deid_core.audit import AuditConfig, audit

@@ -1017,7 +1017,7 @@ def deidentify_video(inp: str | os.PathLike, out: str | os.PathLike, aligner: An
         if all(fi["n_faces"] == 0 and not fi["fail_closed"] for fi in frame_infos):
             # (a rotated input is re-encoded upright: a stream copy would drop its rotation)
             warns.append(f"no face found in any frame of {inp}: output is a copy of the input "
-                         f"(faces smaller than ~80 px need --upsample 1 or a finer detector)")
+                         f"(faces below ~20 px need --upsample 1; dlib HOG needs ~80 px)")
             if not truncated and not cfg.max_frames and not info.rotation:
                 tmp2 = tmp.with_name(tmp.name + ".copy.mp4")
                 try:
@@ -1348,7 +1348,7 @@ def check_target_image(path: str | os.PathLike, aligner: Any) -> np.ndarray:
 
 def build_pipeline(checkpoint: str | os.PathLike | None, target: str | os.PathLike | None = None,
                    lam: float | None = None, device: str = "cpu", passthrough: bool = False,
-                   detector: str = "hog", upsample: int = 0, detect_scale: float = 1.0
+                   detector: str | None = None, upsample: int = 0, detect_scale: float = 1.0
                    ) -> tuple[Any, NetFn | NetProvider]:
     """The ``(aligner, net)`` pair for :func:`deidentify_video` / :func:`run_live`.
 
@@ -1357,7 +1357,8 @@ def build_pipeline(checkpoint: str | os.PathLike | None, target: str | os.PathLi
     ``target``, each face track's own first appearance). ``passthrough=True`` runs the
     pipeline with the identity network (debugging; nothing is de-identified).
     """
-    from deid_core.align import AlignConfig, FaceAligner, passthrough_net
+    from deid_core.align import DEFAULT_DETECTOR, AlignConfig, FaceAligner, passthrough_net
+    detector = detector or DEFAULT_DETECTOR
     if passthrough:
         aligner = FaceAligner(AlignConfig(detector=detector, upsample=upsample,
                                           detect_scale=detect_scale))
