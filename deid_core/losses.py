@@ -177,12 +177,17 @@ def loss_colour(z: torch.Tensor, x: torch.Tensor, low: int = 8) -> torch.Tensor:
 
 
 def loss_mask_floor(m: torch.Tensor, region: torch.Tensor,
-                    floor: torch.Tensor | float) -> torch.Tensor:
-    """mean over ``region`` (1×1×H×W in {0, 1}, the face hull) of max(0, floor − m): the
-    mask may not hide the raw output inside the face. ``floor``: scalar or one per example."""
+                    floor: torch.Tensor | float, eps: float = 1e-12) -> torch.Tensor:
+    """Mean over ``region`` (1×1×H×W in {0, 1}, the face hull) of max(0, logit(floor) −
+    logit(m)): the mask may not hide the raw output inside the face. Measured in logit space,
+    so a saturated sigmoid mask (m ≈ 0 after the reconstruction phase) still gets a gradient
+    of the same size (d logit(m) / d pre-activation = 1). ``floor``: scalar or per example;
+    a floor of 0 asks nothing."""
     region = region.to(m.dtype)
     floor = torch.as_tensor(floor, dtype=torch.float32, device=m.device).reshape(-1, 1, 1, 1)
-    per = ((floor - m.float()).clamp_min(0) * region).flatten(1).sum(1) / region.sum().clamp_min(1)
+    gap = (torch.logit(floor.clamp(eps, 1 - eps)) - torch.logit(m.float(), eps=eps)).clamp_min(0)
+    gap = torch.where(floor > 0, gap, torch.zeros_like(gap))
+    per = (gap * region).flatten(1).sum(1) / region.sum().clamp_min(1)
     return per.mean()
 
 

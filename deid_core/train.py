@@ -484,6 +484,7 @@ class Trainer:
     def load_state_dict(self, ck: dict, where: str = "state") -> None:
         """Restore networks, optimizers, step, λ and RNG states from :meth:`state_dict`."""
         saved = ModelConfig.from_dict(ck["config"]["model"])
+        saved.detail_sigma = self.mcfg.detail_sigma     # no weights: may change between runs
         if saved != self.mcfg:
             raise DeidError(f"{where} was trained with another model config ({saved.name}); "
                             f"cannot resume as {self.mcfg.name}")

@@ -54,12 +54,22 @@ def test_normalised_ell_divides_by_reference_magnitude():
 def test_mask_floor_hand_value_and_per_example_floor():
     region = torch.zeros(1, 1, 2, 2)
     region[..., 0, :] = 1                                    # top row is "face"
-    m = torch.tensor([[[[0.2, 0.6], [0.0, 0.0]]], [[[0.0, 0.0], [0.0, 0.0]]]])
-    # example 0, floor .5: max(0, .5−.2)=.3, max(0, .5−.6)=0 → mean over 2 face px = .15
-    # example 1, floor .5: .5, .5 → .5 ; batch mean .325 (bottom row never counts)
-    assert L.loss_mask_floor(m, region, 0.5).item() == pytest.approx(0.325)
-    # floors (.5, 0): (.15 + 0)/2
-    assert L.loss_mask_floor(m, region, torch.tensor([0.5, 0.0])).item() == pytest.approx(0.075)
+    m = torch.tensor([[[[0.2, 0.6], [0.0, 0.0]]], [[[0.5, 0.9], [0.0, 0.0]]]])
+    # logit space, floor .5 (logit 0): example 0: max(0, 0 − logit .2) = ln 4, logit .6 > 0 → 0
+    # → mean over the 2 face px = ln 4 / 2; example 1: both ≥ .5 → 0; bottom row never counts
+    assert L.loss_mask_floor(m, region, 0.5).item() == pytest.approx(math.log(4) / 4, rel=1e-5)
+    # per-example floors (.5, 0): the same, a floor of 0 asks nothing
+    assert L.loss_mask_floor(m, region, torch.tensor([0.5, 0.0])).item() == pytest.approx(
+        math.log(4) / 4, rel=1e-5)
+    assert L.loss_mask_floor(m, region, torch.tensor([0.0, 0.0])).item() == 0
+
+
+def test_mask_floor_gradient_survives_a_saturated_mask():
+    """After the reconstruction phase the sigmoid mask sits at ~1e-4: the floor must still
+    move its pre-activation at full strength (a loss on m itself would be 1e4× weaker)."""
+    a = torch.full((1, 1, 4, 4), -9.0, requires_grad=True)   # m = σ(−9) ≈ 1.2e-4
+    L.loss_mask_floor(torch.sigmoid(a), torch.ones(1, 1, 4, 4), 0.5).backward()
+    assert torch.allclose(a.grad, torch.full_like(a, -1 / 16), rtol=1e-3)
 
 
 def test_colour_term_separates_tone_shift_from_luma_detail():
