@@ -250,8 +250,10 @@ def as_trained(init: dict | None, preset: str, recipe: str) -> dict:
     base = RecipeConfig.preset(recipe).to_dict()
     model = {k: (tuple(v) if isinstance(v, list) else v) for k, v in saved["model"].items()
              if k != "name"}
-    return {"model": model,
-            "options": {k: v for k, v in rec.items() if k != "name" and v != base.get(k)}}
+    options = {k: v for k, v in rec.items() if k != "name" and v != base.get(k)}
+    if int(init.get("step", 0)) > 0:   # a trained model: its warm-up and ramp are behind it
+        options["curriculum"] = False
+    return {"model": model, "options": options}
 
 
 def build_trainer(cfg: JobConfig, identity: DlibIdentity, work: Path,
