@@ -15,7 +15,8 @@ Configurations, as ratios against the baseline measured in the same process:
 
 Detectors under load (``--detectors``): YuNet (the default) against the dlib HOG baseline on
 the embedded clip at 640×480 (its first 35 frames: one face) and on the first 3 s of the
-1080p street clip, detection every frame and every 3rd (tracking), each run idle and with a
+1080p street clip, detection every frame (``deid video``) and every 3rd with YuNet's 2× pass on
+every 4th detection (``deid live``), each run idle and with a
 competing busy process on the machine; printed as fps, ``vs_hog`` (YuNet fps / HOG fps) and
 ``loaded_vs_idle`` ratios. The thread count is :func:`deid_core.inference.default_threads`
 with ``OMP_WAIT_POLICY=PASSIVE`` (the ``deid`` defaults) unless ``--threads`` is given.
@@ -184,7 +185,8 @@ def detector_speed(args) -> list[dict]:
                 res: dict[tuple[str, bool], float] = {}
                 for det in ("yunet", "hog"):
                     for loaded in (False, True):
-                        al = FaceAligner(AlignConfig(size=size, detector=det))
+                        al = FaceAligner(AlignConfig(size=size, detector=det,   # as deid live
+                                                     upscale_every=1 if k == 1 else 4))
                         al.predictor, al.detector, al.detect(np.zeros((64, 64, 3), np.uint8))
                         cfg = V.VideoConfig(detect_every=k, progress=False, max_frames=n)
                         out = Path(td) / "o.mp4"

@@ -323,6 +323,8 @@ class AlignConfig:
     detect_scale: float = 1.0     # fast path: detect on the frame scaled by this (<= 1)
     upsample: int = 0             # extra detection on the frame enlarged 2**upsample (small faces)
     upscale_below: int = 1280     # YuNet: also detect on the frame enlarged 2× up to this side (0: off)
+    upscale_every: int = 1        # ... on every n-th detector call (live video: a face missed by
+                                  # the 1× pass is held by fail-closed tracking until the 2× pass)
     min_score: float | None = None  # drop detections below this (None: YuNet 0.6, others 0)
     feather: float = 0.08         # hull feather width as a fraction of the face size (hull box side)
     order: str = "rgb"            # channel order of 3/4-channel input frames ("rgb" or "bgr")
@@ -383,32 +385,38 @@ class YuNetDetector:
 
     def __init__(self, score_threshold: float = YUNET_SCORE, nms_threshold: float = 0.3,
                  scales: Sequence[float] = (1.0,), model: str | os.PathLike | None = None,
-                 upscale_below: int = 0):
+                 upscale_below: int = 0, upscale_every: int = 1):
         self.score_threshold, self.nms_threshold = float(score_threshold), float(nms_threshold)
         self.scales = tuple(float(s) for s in scales)
-        self.upscale_below = int(upscale_below)
-        path = str(model or yunet_model_path())
-        try:
-            self._net = cv2.FaceDetectorYN.create(path, "", (320, 320), self.score_threshold,
-                                                  self.nms_threshold, 5000)
-        except cv2.error as exc:
-            raise DeidError(f"cannot load the YuNet model {path}: {exc}") from exc
-        self._size: tuple[int, int] = (320, 320)
+        self.upscale_below, self.upscale_every = int(upscale_below), max(1, int(upscale_every))
+        self._path = str(model or yunet_model_path())
+        self._nets: dict[tuple[int, int], Any] = {}    # one network per input size (no re-setup)
+        self._calls = 0
+        self._net_for((320, 320))
+
+    def _net_for(self, size: tuple[int, int]) -> Any:
+        if size not in self._nets:
+            if len(self._nets) >= 4:
+                self._nets.pop(next(iter(self._nets)))
+            try:
+                self._nets[size] = cv2.FaceDetectorYN.create(
+                    self._path, "", size, self.score_threshold, self.nms_threshold, 5000)
+            except cv2.error as exc:
+                raise DeidError(f"cannot load the YuNet model {self._path}: {exc}") from exc
+        return self._nets[size]
 
     def _run(self, bgr: np.ndarray) -> np.ndarray:
-        size = (bgr.shape[1], bgr.shape[0])
-        if size != self._size:
-            self._net.setInputSize(size)
-            self._size = size
-        _, faces = self._net.detect(bgr)
+        _, faces = self._net_for((bgr.shape[1], bgr.shape[0])).detect(bgr)
         return np.zeros((0, 15), np.float32) if faces is None else faces
 
     def detect(self, rgb: np.ndarray) -> list[tuple[np.ndarray, float, np.ndarray]]:
         bgr = np.ascontiguousarray(rgb[:, :, ::-1])
         rows = []
         scales = self.scales
-        if self.upscale_below and max(rgb.shape[:2]) <= self.upscale_below and 2.0 not in scales:
+        if (self.upscale_below and max(rgb.shape[:2]) <= self.upscale_below and 2.0 not in scales
+                and self._calls % self.upscale_every == 0):
             scales = scales + (2.0,)
+        self._calls += 1
         for s in scales:
             img = bgr if s == 1.0 else cv2.resize(bgr, None, fx=s, fy=s,
                                                   interpolation=cv2.INTER_LINEAR)
@@ -547,7 +555,8 @@ class FaceAligner:
                 self._detector = YuNetDetector(
                     self.config.score_threshold,
                     scales=(1.0,) + ((2.0 ** self.config.upsample,) if self.config.upsample else ()),
-                    upscale_below=self.config.upscale_below)
+                    upscale_below=self.config.upscale_below,
+                    upscale_every=self.config.upscale_every)
             elif name == "hog":
                 import dlib
                 self._detector = dlib.get_frontal_face_detector()

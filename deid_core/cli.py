@@ -107,7 +107,7 @@ def _video_setup(args: argparse.Namespace, fail_closed: bool, detect_every: int)
     configure_threads(args.threads)
     aligner, net = build_pipeline(args.checkpoint, args.target, args.lam, args.device,
                                   args.passthrough, args.detector, args.upsample,
-                                  args.detect_scale)
+                                  args.detect_scale, upscale_every=1 if detect_every == 1 else 4)
     cfg = VideoConfig(detect_every=args.detect_every or detect_every,
                       stabilize=not args.no_stabilize, fail_closed=fail_closed,
                       max_frames=args.max_frames)

@@ -1348,20 +1348,21 @@ def check_target_image(path: str | os.PathLike, aligner: Any) -> np.ndarray:
 
 def build_pipeline(checkpoint: str | os.PathLike | None, target: str | os.PathLike | None = None,
                    lam: float | None = None, device: str = "cpu", passthrough: bool = False,
-                   detector: str | None = None, upsample: int = 0, detect_scale: float = 1.0
-                   ) -> tuple[Any, NetFn | NetProvider]:
+                   detector: str | None = None, upsample: int = 0, detect_scale: float = 1.0,
+                   upscale_every: int = 1) -> tuple[Any, NetFn | NetProvider]:
     """The ``(aligner, net)`` pair for :func:`deidentify_video` / :func:`run_live`.
 
     With a checkpoint (None: the committed starter checkpoint when present):
     ``inference.Deidentifier`` and the target's embedding (or, without
     ``target``, each face track's own first appearance). ``passthrough=True`` runs the
-    pipeline with the identity network (debugging; nothing is de-identified).
+    pipeline with the identity network (debugging; nothing is de-identified). ``upscale_every``
+    runs YuNet's 2× pass on every n-th detection only (live: speed).
     """
     from deid_core.align import DEFAULT_DETECTOR, AlignConfig, FaceAligner, passthrough_net
     detector = detector or DEFAULT_DETECTOR
     if passthrough:
         aligner = FaceAligner(AlignConfig(detector=detector, upsample=upsample,
-                                          detect_scale=detect_scale))
+                                          detect_scale=detect_scale, upscale_every=upscale_every))
         return aligner, passthrough_net
     from deid_core.inference import Deidentifier, resolve_checkpoint
     try:
@@ -1373,6 +1374,7 @@ def build_pipeline(checkpoint: str | os.PathLike | None, target: str | os.PathLi
         raise DeidError(f"checkpoint not found: {ckpt}")
     det_cfg = dict(detector=detector, upsample=upsample, detect_scale=detect_scale)
     img = check_target_image(target, FaceAligner(AlignConfig(**det_cfg))) if target else None
+    det_cfg["upscale_every"] = upscale_every
     deid = Deidentifier.from_checkpoint(ckpt, device)
     aligner = FaceAligner(dataclasses.replace(deid.aligner.config, **det_cfg))
     emb = None
