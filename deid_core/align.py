@@ -171,31 +171,12 @@ def write_image(path: str | os.PathLike, image: np.ndarray, quality: int = 95) -
     """Write uint8 RGB atomically (temp file in the same folder, then ``os.replace``)."""
     from PIL import Image
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = paths.atomic_write_path(path)
     kwargs = {"quality": quality} if path.suffix.lower() in (".jpg", ".jpeg", ".webp") else {}
     try:
-        Image.fromarray(to_rgb_uint8(image)).save(tmp, **kwargs)
-        os.replace(tmp, path)
+        with paths.atomic_write(path) as tmp:
+            Image.fromarray(to_rgb_uint8(image)).save(tmp, **kwargs)
     except (OSError, ValueError, KeyError) as exc:
         raise DeidError(f"cannot write image {path}: {exc}") from exc
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
-
-
-def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
-    """Write a text file atomically (temp file in the same folder, then ``os.replace``)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = paths.atomic_write_path(path)
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path
 
 
@@ -851,7 +832,7 @@ def align_file(src: str | os.PathLike, dst: str | os.PathLike,
     """
     src, dst = Path(src), Path(dst)
     json_path = Path(json_path) if json_path else dst.with_suffix(".json")
-    if dst.suffix.lower() not in (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"):
+    if dst.suffix.lower() not in IMAGE_SUFFIXES:
         raise DeidError(f"output {dst}: unsupported image suffix {dst.suffix!r} (use .png or .jpg)")
     for out in (dst, json_path):
         if _same_file(src, out):
@@ -880,7 +861,7 @@ def align_file(src: str | os.PathLike, dst: str | os.PathLike,
            "detector": aligner.config.detector, "n_faces": len(faces), "face": face_index,
            "faces": records}
     write_image(dst, crop)
-    write_text_atomic(json_path, json.dumps(doc, indent=1) + "\n")
+    paths.write_text_atomic(json_path, json.dumps(doc, indent=1) + "\n")
     return doc
 
 
@@ -938,7 +919,7 @@ def _append_jsonl(path: Path, rows: list[dict]) -> None:
         return
     old = path.read_text(encoding="utf-8") if path.is_file() else ""
     new = "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in rows)
-    write_text_atomic(path, old + new)
+    paths.write_text_atomic(path, old + new)
 
 
 def read_face_index(dst_dir: str | os.PathLike) -> list[dict]:
@@ -991,7 +972,7 @@ def prepare_faces(src_dir: str | os.PathLike, dst_dir: str | os.PathLike, size: 
                             f"(old, new): use another folder")
     else:
         from deid_core import __version__
-        write_text_atomic(meta_path, json.dumps(
+        paths.write_text_atomic(meta_path, json.dumps(
             {**meta, "src_dir": str(src_dir.resolve()), "deid_version": __version__}, indent=1))
     index_path, skip_path = dst_dir / "index.jsonl", dst_dir / "skipped.jsonl"
     done = {r["source"] for r in _read_jsonl(index_path)} | \
@@ -1038,7 +1019,7 @@ def prepare_faces(src_dir: str | os.PathLike, dst_dir: str | os.PathLike, size: 
     summary.seconds = round(time.perf_counter() - t0, 2)
     done_now = summary.n_aligned + summary.n_skipped
     summary.images_per_s = round(done_now / summary.seconds, 2) if summary.seconds > 0 else 0.0
-    write_text_atomic(dst_dir / "summary.json", json.dumps(summary.to_json(), indent=1) + "\n")
+    paths.write_text_atomic(dst_dir / "summary.json", json.dumps(summary.to_json(), indent=1) + "\n")
     log.info("prepare_faces %s -> %s: %d aligned, %d skipped (%s), %d already done, %.1f img/s",
              src_dir, dst_dir, summary.n_aligned, summary.n_skipped,
              ", ".join(d["source"] for d in summary.skipped[:10])

@@ -39,7 +39,7 @@ import numpy as np
 
 from deid_core import paths
 from deid_core.align import (IMAGE_SUFFIXES, FaceAligner, YuNetDetector, five_points,
-                             read_image, write_text_atomic)
+                             read_image)
 from deid_core.errors import DeidError
 from deid_core.video import FrameReader, box_iou, probe_video
 
@@ -177,5 +177,5 @@ def audit(inp: str | os.PathLike, out: str | os.PathLike, config: AuditConfig | 
             if i % cfg.every == 0:
                 auditor.check(a, b, i, report)
     if json_path is not None:
-        write_text_atomic(json_path, json.dumps(report.to_json(), indent=1) + "\n")
+        paths.write_text_atomic(json_path, json.dumps(report.to_json(), indent=1) + "\n")
     return report

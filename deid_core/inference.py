@@ -6,7 +6,7 @@ training: aligned crop → differentiable dlib chip → descriptor); ``net_fn(em
 callable for :meth:`deid_core.align.FaceAligner.process` (step e); ``__call__`` runs the whole
 pipeline on one frame.
 
-λ: a λ-conditioned checkpoint (issue 9) takes any λ ≥ 0 at call time (``None``: the λ it
+λ: a λ-conditioned checkpoint takes any λ ≥ 0 at call time (``None``: the λ it
 was saved with, default 2e-6); a fixed-λ checkpoint ignores ``lam`` (``info["lam"]`` tells
 which λ it was trained with).
 """
@@ -20,6 +20,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from deid_core import paths
 from deid_core.errors import DeidError
 from deid_core.model import Generator, ModelConfig, add_source_detail
 from deid_core.recipe import RecipeConfig, dial
@@ -68,20 +69,6 @@ def configure_threads(threads: int | None = None) -> int:
     torch.set_num_threads(n)
     cv2.setNumThreads(n)
     return n
-
-
-def resolve_checkpoint(checkpoint: str | os.PathLike | None) -> Path:
-    """The checkpoint to use: the given one, else the committed starter checkpoint under
-    ``data/checkpoints/`` (issue 9), else a DeidError saying what to pass."""
-    if checkpoint is not None:
-        return Path(checkpoint)
-    from deid_core.profiles import starter_checkpoint
-    starter = starter_checkpoint()
-    if starter is None:
-        raise DeidError("no model checkpoint given and no starter checkpoint in data/checkpoints/: "
-                        "pass --checkpoint FILE.pt (train one with the training notebook / "
-                        "`deid train`)")
-    return starter
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict:
@@ -273,7 +260,7 @@ def deidentify_image(src: str | os.PathLike, dst: str | os.PathLike,
                      lam: float | None = None, device: str = "cpu", overwrite: bool = False,
                      detector: dict | None = None) -> dict:
     """``deid image``: read ``src``, de-identify every face, write ``dst`` atomically
-    (``checkpoint`` None: the starter checkpoint, :func:`resolve_checkpoint`). ``detector``:
+    (``checkpoint`` None: the starter checkpoint, :func:`deid_core.paths.resolve_checkpoint`). ``detector``:
     :class:`~deid_core.align.AlignConfig` overrides (``detector``, ``upsample``, ...; default:
     the shared defaults). Faces with unreliable landmarks are obscured (``n_obscured``)."""
     import dataclasses
@@ -286,7 +273,7 @@ def deidentify_image(src: str | os.PathLike, dst: str | os.PathLike,
         raise DeidError(f"output {dst} is the input: inputs are never overwritten")
     if dst.exists() and not overwrite:
         raise DeidError(f"output {dst} exists: pass --overwrite to replace it")
-    deid = Deidentifier.from_checkpoint(resolve_checkpoint(checkpoint), device)
+    deid = Deidentifier.from_checkpoint(paths.resolve_checkpoint(checkpoint), device)
     if detector:
         deid.aligner = FaceAligner(dataclasses.replace(deid.aligner.config, **detector))
     emb = deid.embed_target(target) if target is not None else None

@@ -5,9 +5,11 @@ One setting each: ``DEID_SHARED_DATA`` (default ``../shared/data`` next to the c
 """
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 from pathlib import Path
+from typing import Iterator
 
 from deid_core.errors import DeidError
 
@@ -71,7 +73,62 @@ def package_file(package: str, relative: str) -> Path:
     raise DeidError(f"file '{relative}' not found in package '{package}' ({roots})")
 
 
-def atomic_write_path(path: Path) -> Path:
+def results_dir(path: str | os.PathLike | None = None) -> Path:
+    """The results folder (created with ``tables/`` and ``figures/``): ``path``, else
+    ``$DEID_RESULTS``, else ``results/`` in the checkout. Notebooks and ``deid eval`` use this one."""
+    root = Path(path or os.environ.get("DEID_RESULTS") or RESULTS_DIR).expanduser().resolve()
+    for sub in ("", "tables", "figures"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def default_checkpoint(preset: str | None = None) -> Path | None:
+    """The committed starter checkpoint under ``data/checkpoints/``, or None.
+
+    With several, the one whose name contains ``preset`` (e.g. ``compact-128``) is preferred.
+    """
+    found = sorted(CHECKPOINT_DIR.glob("*.pt")) if CHECKPOINT_DIR.is_dir() else []
+    if preset:
+        base = preset.replace("-lamcond", "")
+        found = sorted(found, key=lambda p: (base not in p.name, p.name))
+    return found[0] if found else None
+
+
+def resolve_checkpoint(checkpoint: str | os.PathLike | None) -> Path:
+    """The checkpoint to use: the given one, else :func:`default_checkpoint`, else a DeidError
+    saying what to pass."""
+    if checkpoint is not None:
+        return Path(checkpoint)
+    starter = default_checkpoint()
+    if starter is None:
+        raise DeidError("no model checkpoint given and no starter checkpoint in data/checkpoints/: "
+                        "pass --checkpoint FILE.pt (train one with the training notebook / "
+                        "`deid train`)")
+    return starter
+
+
+def atomic_write_path(path: str | os.PathLike) -> Path:
     """Temp path in the same folder, to be ``os.replace``d onto ``path`` when complete."""
     path = Path(path)
     return path.with_name(f".{path.name}.{os.getpid()}.tmp{path.suffix}")
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
+    """The one atomic writer: yields a temp path in ``path``'s folder (created), renamed onto
+    ``path`` when the block succeeds and removed when it fails (the old file stays)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = atomic_write_path(path)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    """Write a UTF-8 text file atomically (:func:`atomic_write`)."""
+    with atomic_write(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)

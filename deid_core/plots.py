@@ -66,48 +66,6 @@ def loss_curves(history: Mapping[str, Sequence[float]], steps: Sequence[int] | N
     return fig
 
 
-def lambda_curve(lams: Sequence[float], distances: Mapping[str, Sequence[float]],
-                 thresholds: Mapping[str, float] | None = None,
-                 ylabel: str = "descriptor distance source → output"):
-    """Fig. 9 as a curve: identity distance per evaluator against λ (symlog x axis)."""
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 3.4))
-    lams = np.asarray(lams, dtype=float)
-    for name, vals in distances.items():
-        line, = ax.plot(lams, np.asarray(vals, dtype=float), marker="o", label=name)
-        if thresholds and name in thresholds and thresholds[name] is not None:
-            ax.axhline(thresholds[name], ls="--", lw=0.8, color=line.get_color(),
-                       label=f"{name} threshold")
-    positive = lams[lams > 0]
-    if len(positive):
-        ax.set_xscale("symlog", linthresh=float(positive.min()))
-    ax.set_xlabel("λ")
-    ax.set_ylabel(ylabel)
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    return fig
-
-
-def confusion_matrix(matrix: np.ndarray, labels: Sequence[str], title: str = ""):
-    """A row-normalised confusion matrix (Table 2c/d) as a heat map with the values printed."""
-    import matplotlib.pyplot as plt
-
-    m = np.asarray(matrix, dtype=float)
-    fig, ax = plt.subplots(figsize=(0.6 * len(labels) + 2, 0.6 * len(labels) + 1.5))
-    ax.imshow(m, cmap="Blues", vmin=0, vmax=max(1.0, float(m.max()) if m.size else 1.0))
-    ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right", fontsize=7)
-    ax.set_yticks(range(len(labels)), labels, fontsize=7)
-    for (r, c), v in np.ndenumerate(m):
-        ax.text(c, r, f"{v:.2g}", ha="center", va="center", fontsize=7)
-    ax.set_xlabel("answered")
-    ax.set_ylabel("true")
-    ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    return fig
-
-
 def png_bytes(image: np.ndarray) -> bytes:
     """RGB uint8 image -> PNG bytes (for ``ipywidgets.Image``)."""
     import io

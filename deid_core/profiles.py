@@ -175,8 +175,6 @@ def resolve_runtime(device: str = "auto", results_dir: str | None = None, sample
 
     import numpy as np
 
-    from deid_core.report import results_dir as _results_dir
-
     if device in (None, "auto"):
         try:
             import torch
@@ -192,7 +190,9 @@ def resolve_runtime(device: str = "auto", results_dir: str | None = None, sample
         torch.manual_seed(seed)
     except ImportError:  # pragma: no cover
         pass
-    return Runtime(results=_results_dir(results_dir),
+    results = paths.results_dir(results_dir)
+    os.environ["DEID_RESULTS"] = str(results)  # deid_core.evaluate writes where the notebook reads
+    return Runtime(results=results,
                    sample=Path(sample_dir) if sample_dir else paths.sample_dir(),
                    shared=shared, device=device)
 
@@ -232,15 +232,3 @@ def data_sources(sample_dir: str | Path | None = None, shared_dir: str | Path | 
         rows.append({"source": "--data", "path": str(p), "files": count(p), "licence": "yours",
                      "used by": "paper profile"})
     return rows
-
-
-def starter_checkpoint(preset: str | None = None) -> Path | None:
-    """The committed starter checkpoint under ``data/checkpoints/`` (issue 9), or None.
-
-    With several, the one whose name contains ``preset`` (e.g. ``compact-128``) is preferred.
-    """
-    found = sorted(paths.CHECKPOINT_DIR.glob("*.pt")) if paths.CHECKPOINT_DIR.is_dir() else []
-    if preset:
-        base = preset.replace("-lamcond", "")
-        found = sorted(found, key=lambda p: (base not in p.name, p.name))
-    return found[0] if found else None

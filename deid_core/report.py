@@ -19,12 +19,7 @@ from deid_core import paths
 from deid_core.errors import DeidError
 
 
-def results_dir(path: str | Path | None = None) -> Path:
-    """The results folder: ``path``, else ``$DEID_RESULTS``, else ``results/`` in the checkout."""
-    root = Path(path or os.environ.get("DEID_RESULTS") or paths.RESULTS_DIR).expanduser().resolve()
-    for sub in ("", "tables", "figures"):
-        (root / sub).mkdir(parents=True, exist_ok=True)
-    return root
+results_dir = paths.results_dir
 
 
 def _jsonable(obj: Any) -> Any:
@@ -52,19 +47,12 @@ def _jsonable(obj: Any) -> Any:
     return str(obj)
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = paths.atomic_write_path(path)
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def save_results(notebook: str, data: dict, results: str | Path | None = None) -> Path:
     """Write a notebook's key numbers to ``<results>/<notebook>.json`` (atomically) and return the path."""
     path = results_dir(results) / f"{notebook}.json"
     payload = {"notebook": notebook, "written": _dt.datetime.now().isoformat(timespec="seconds"),
                **_jsonable(data)}
-    _atomic_write_text(path, json.dumps(payload, indent=2))
+    paths.write_text_atomic(path, json.dumps(payload, indent=2))
     return path
 
 
@@ -105,20 +93,18 @@ def save_table(df, name: str, results: str | Path | None = None, caption: str = 
     """Write ``tables/<name>.csv`` and ``tables/<name>.md`` (caption first) and return the CSV path."""
     root = results_dir(results) / "tables"
     csv_path = root / f"{name}.csv"
-    tmp = paths.atomic_write_path(csv_path)
-    df.to_csv(tmp, index=False)
-    os.replace(tmp, csv_path)
+    with paths.atomic_write(csv_path) as tmp:
+        df.to_csv(tmp, index=False)
     md = (f"{caption}\n\n" if caption else "") + markdown_table(df)
-    _atomic_write_text(root / f"{name}.md", md)
+    paths.write_text_atomic(root / f"{name}.md", md)
     return csv_path
 
 
 def save_figure(fig, name: str, results: str | Path | None = None, dpi: int = 110) -> Path:
     """Save a matplotlib figure to ``figures/<name>.png`` (atomically) and return the path."""
     path = results_dir(results) / "figures" / f"{name}.png"
-    tmp = paths.atomic_write_path(path)
-    fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format="png")
-    os.replace(tmp, path)
+    with paths.atomic_write(path) as tmp:
+        fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format="png")
     return path
 
 
@@ -217,5 +203,5 @@ def write_report(results: str | Path | None = None, run_log: dict | None = None)
     for png in figures:
         lines += [f"### {png.stem}", "", f"![{png.stem}](figures/{png.name})", ""]
     path = root / "REPORT.md"
-    _atomic_write_text(path, "\n".join(lines))
+    paths.write_text_atomic(path, "\n".join(lines))
     return path

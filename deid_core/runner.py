@@ -23,7 +23,6 @@ from typing import Sequence
 from deid_core import paths
 from deid_core.errors import DeidError
 from deid_core.profiles import NOTEBOOKS, Profile, get_profile, notebook_parameters
-from deid_core.report import results_dir as _results_dir
 from deid_core.report import write_report
 
 NOTEBOOK_DIR = paths.REPO_ROOT / "notebooks"
@@ -119,9 +118,7 @@ def _load_previous(log_path: Path) -> dict:
 
 
 def _write_log(log_path: Path, log: RunLog) -> None:
-    tmp = paths.atomic_write_path(log_path)
-    tmp.write_text(json.dumps(log.to_dict(), indent=2), encoding="utf-8")
-    os.replace(tmp, log_path)
+    paths.write_text_atomic(log_path, json.dumps(log.to_dict(), indent=2))
 
 
 def run_notebooks(profile: Profile, results: str | Path | None = None,
@@ -135,7 +132,7 @@ def run_notebooks(profile: Profile, results: str | Path | None = None,
     import papermill as pm
 
     check_kernel(kernel_name)
-    root = _results_dir(results)
+    root = paths.results_dir(results)
     executed_dir = root / "executed"
     executed_dir.mkdir(parents=True, exist_ok=True)
     notebook_dir = Path(notebook_dir)

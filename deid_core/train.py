@@ -231,15 +231,10 @@ def set_rng_state(st: dict, gen: torch.Generator) -> None:
 
 
 def atomic_save(obj: Any, path: Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = paths.atomic_write_path(path)
-    try:
+    """``torch.save`` through :func:`deid_core.paths.atomic_write` (the old file stays on failure)."""
+    with paths.atomic_write(path) as tmp:
         torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)   # only left when the write failed
-    return path
+    return Path(path)
 
 
 def save_grid(path: Path, x: torch.Tensor, z: torch.Tensor | list[torch.Tensor],
@@ -252,15 +247,9 @@ def save_grid(path: Path, x: torch.Tensor, z: torch.Tensor | list[torch.Tensor],
     rows = [np.concatenate([src, *(o[i] for o in outs), mask[i]], axis=1)
             for i, src in enumerate(to_uint8(x))]
     grid = np.concatenate(rows, axis=0)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = paths.atomic_write_path(path)
-    try:
+    with paths.atomic_write(path) as tmp:
         Image.fromarray(grid).save(tmp, format="PNG")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return Path(path)
 
 
 def load_identity(name: str, device: torch.device):
@@ -564,15 +553,10 @@ class Trainer:
             return
         with open(path, newline="") as f:
             rows = [r for r in csv.DictReader(f) if int(r["step"]) <= self.step]
-        tmp = paths.atomic_write_path(path)
-        try:
-            with open(tmp, "w", newline="") as f:
-                w = csv.DictWriter(f, fieldnames=("step",) + LOSS_KEYS, extrasaction="ignore")
-                w.writeheader()
-                w.writerows(rows)
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        with paths.atomic_write(path) as tmp, open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=("step",) + LOSS_KEYS, extrasaction="ignore")
+            w.writeheader()
+            w.writerows(rows)
 
     @torch.no_grad()
     def sample(self, x: torch.Tensor, path: Path) -> Path:

@@ -896,13 +896,7 @@ def summary_path(out: Path) -> Path:
 
 
 def _write_json_atomic(path: Path, obj: dict) -> None:
-    tmp = paths.atomic_write_path(path)
-    try:
-        tmp.write_text(json.dumps(obj, indent=2) + "\n")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    paths.write_text_atomic(path, json.dumps(obj, indent=2) + "\n")
 
 
 def summarize(frame_infos: list[dict], times: dict[str, float], wall: float,
@@ -1364,9 +1358,9 @@ def build_pipeline(checkpoint: str | os.PathLike | None, target: str | os.PathLi
         aligner = FaceAligner(AlignConfig(detector=detector, upsample=upsample,
                                           detect_scale=detect_scale, upscale_every=upscale_every))
         return aligner, passthrough_net
-    from deid_core.inference import Deidentifier, resolve_checkpoint
+    from deid_core.inference import Deidentifier
     try:
-        ckpt = resolve_checkpoint(checkpoint)
+        ckpt = paths.resolve_checkpoint(checkpoint)
     except DeidError as exc:
         raise DeidError(f"{exc}, or --passthrough to test the pipeline without "
                         "de-identification") from None

@@ -221,9 +221,9 @@ def nb_01() -> list:
         and `use_starter_checkpoint`, else the one just trained.
         """),
         code("""
-        from deid_core.profiles import starter_checkpoint
+        from deid_core.paths import default_checkpoint
         trained = run_dir / "checkpoint.pt"
-        starter = starter_checkpoint(preset) if use_starter_checkpoint else None
+        starter = default_checkpoint(preset) if use_starter_checkpoint else None
         checkpoint = starter or trained
         print("trained here:", trained, "\\nused next:   ", checkpoint)
         first, last = losses.iloc[0], losses.iloc[-1]

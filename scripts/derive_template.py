@@ -29,7 +29,7 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from deid_core import paths  # noqa: E402
 from deid_core.align import (IMAGE_SUFFIXES, TEMPLATE_FILE, AlignConfig, FaceAligner,  # noqa: E402
-                             read_image, umeyama, apply_affine, write_text_atomic)
+                             read_image, umeyama, apply_affine)
 from deid_core.errors import DeidError  # noqa: E402
 
 
@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         "script": "scripts/derive_template.py",
         "unit_landmarks": np.round(unit, 6).tolist(),
     }
-    write_text_atomic(args.out, json.dumps(doc, indent=1) + "\n")
+    paths.write_text_atomic(args.out, json.dumps(doc, indent=1) + "\n")
     print(f"{len(shapes)} faces ({len(missed)} missed), RMS residual {residual:.4f} "
           f"(of unit RMS radius) -> {args.out}")
     return 0

@@ -19,7 +19,7 @@ def main() -> int:
     from deid_core import paths
     from deid_core.identity import load_identity_network
     from deid_core.evaluate.tables import write_table
-    from deid_core.identity.verification import verify_networks
+    from deid_core.evaluate.recognizer_lfw import verify_networks
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--lfw", default=None, help="LFW folder (default: <shared data>/lfw-a)")
     ap.add_argument("--pairs", default=None, help="pairs.txt (default: <lfw>/pairs.txt)")

@@ -155,8 +155,8 @@ class _NoIdentity:
 
 def _deid(device: str):
     from deid_core.inference import Deidentifier
-    from deid_core.profiles import starter_checkpoint
-    ck = starter_checkpoint()
+    from deid_core.paths import default_checkpoint
+    ck = default_checkpoint()
     if ck is None:                   # pragma: no cover - the kit ships one
         raise AssertionError("no starter checkpoint under data/checkpoints/")
     return Deidentifier.from_checkpoint(ck, device, identity=_NoIdentity())

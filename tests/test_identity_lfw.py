@@ -1,4 +1,4 @@
-"""LFW verification sanity of the identity networks, each with its own alignment (issue 3).
+"""LFW verification sanity of the identity networks, each with its own alignment (§4).
 
 CI runs a deterministic subset (15 matched + 15 mismatched pairs per fold = 300 pairs, all 10
 folds); ``scripts/lfw_identity_verification.py`` runs all 6,000 pairs.
@@ -14,7 +14,7 @@ pytestmark = [pytest.mark.shared_data, pytest.mark.slow]
 def test_lfw_verification_subset(shared_data):
     import torch
     from deid_core.identity import load_identity_network
-    from deid_core.identity.verification import verify_networks
+    from deid_core.evaluate.recognizer_lfw import verify_networks
     torch.set_num_threads(1)
     lfw = shared_data / "lfw-a"
     if not (lfw / "pairs.txt").is_file():

@@ -208,7 +208,7 @@ def test_demos_default_to_the_starter_checkpoint(ckpts, portrait_paths, tmp_path
     """`deid image/video/live` without --checkpoint use data/checkpoints/*.pt when present,
     and say what to pass when there is none."""
     from deid_core import paths
-    from deid_core.inference import resolve_checkpoint
+    from deid_core.paths import resolve_checkpoint
     from deid_core.video import build_pipeline
     monkeypatch.setattr(paths, "CHECKPOINT_DIR", tmp_path / "none")
     with pytest.raises(DeidError, match="--checkpoint"):

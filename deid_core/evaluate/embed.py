@@ -10,7 +10,6 @@ saved every ``save_every`` images, so long runs resume.
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -18,19 +17,10 @@ import numpy as np
 
 from deid_core import paths
 from deid_core.errors import DeidError
-from deid_core.evaluate.faces import Dataset, load_rgb
+from deid_core.align import read_image
+from deid_core.evaluate.faces import Dataset
 
 ImageTransform = Callable[[np.ndarray, np.ndarray], np.ndarray]
-
-
-def as_transform(fn: Callable[[np.ndarray], np.ndarray], cache_tag: str | None = None) -> ImageTransform:
-    """Wrap a plain ``deidentify(image) -> image`` callable as an :data:`ImageTransform`
-    (``cache_tag``: a name unique to this model/setting, or None to use the condition name)."""
-    def t(image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
-        return fn(image)
-    if cache_tag:
-        t.cache_tag = cache_tag  # type: ignore[attr-defined]
-    return t
 
 
 def net_fingerprint(net) -> str:
@@ -57,12 +47,9 @@ def _load_cache(path: Path) -> dict[str, np.ndarray]:
 
 
 def _save_cache(path: Path, store: dict[str, np.ndarray]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
     keys = sorted(store)
-    tmp = paths.atomic_write_path(path)
-    with open(tmp, "wb") as fh:
+    with paths.atomic_write(path) as tmp, open(tmp, "wb") as fh:
         np.savez(fh, keys=np.array(keys), emb=np.stack([store[k] for k in keys]))
-    os.replace(tmp, path)
 
 
 def embed_files(net, ds: Dataset, landmarks: np.ndarray, indices: Sequence[int],
@@ -91,7 +78,7 @@ def embed_files(net, ds: Dataset, landmarks: np.ndarray, indices: Sequence[int],
         chunk = todo[s:s + batch]
         chips = []
         for i in chunk:
-            img = load_rgb(ds.path(i))
+            img = read_image(ds.path(i))
             if transform is not None:
                 img = transform(img, landmarks[i])
             chips.append(net.chip(img, landmarks[i]))

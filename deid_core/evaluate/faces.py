@@ -17,9 +17,9 @@ from typing import Callable, Sequence
 import numpy as np
 
 from deid_core import paths
+from deid_core.align import IMAGE_SUFFIXES, read_image
 from deid_core.errors import DeidError
 
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 
 @dataclass
@@ -49,22 +49,13 @@ def scan_folder_dataset(root: str | os.PathLike, max_identities: int | None = No
         dirs = dirs[:max_identities]
     for d in dirs:
         for f in sorted(d.iterdir()):
-            if f.suffix.lower() in IMAGE_EXTS and f.is_file():
+            if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file():
                 files.append(f"{d.name}/{f.name}")
                 ids.append(d.name)
     if not files:
         raise DeidError(f"no images found in a folder-per-person layout under {root} "
                         f"(expected {root}/<person>/<image>.jpg)")
     return Dataset(root=root, files=files, identities=ids)
-
-
-def load_rgb(path: str | os.PathLike) -> np.ndarray:
-    """Read an image file as uint8 H×W×3 RGB (grayscale files are replicated to 3 channels)."""
-    import cv2
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if img is None:
-        raise DeidError(f"cannot read image: {path}")
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
 class LandmarkDetector:
@@ -127,15 +118,12 @@ def dataset_landmarks(ds: Dataset, indices: Sequence[int] | None = None,
     lms = np.zeros((len(idx), 68, 2), np.float32)
     det = np.zeros(len(idx), bool)
     for k, i in enumerate(tqdm(idx, desc=f"landmarks {ds.root.name}", disable=not progress)):
-        lm = detector(load_rgb(ds.path(i)))
+        lm = detector(read_image(ds.path(i)))
         if lm is not None:
             lms[k], det[k] = lm, True
     if det.any():
         lms[~det] = lms[det].mean(0)
     if cache:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = paths.atomic_write_path(path)
-        with open(tmp, "wb") as fh:
+        with paths.atomic_write(path) as tmp, open(tmp, "wb") as fh:
             np.savez(fh, landmarks=lms, detected=det, files=np.array(files))
-        os.replace(tmp, path)
     return lms, det

@@ -1,4 +1,4 @@
-"""Large-gallery identification (Table 4; issue 10): an index of mean embeddings per identity.
+"""Large-gallery identification (Table 4, §4): an index of mean embeddings per identity.
 
 The paper ranks the true identity among 54,000 persons with ArcFace. Here a gallery index is
 built from any folder-per-person dataset(s): embeddings are streamed identity chunk by chunk
@@ -78,13 +78,9 @@ class GalleryIndex:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         for name, arr in (("means.npy", self.means), ("counts.npy", self.counts)):
-            tmp = paths.atomic_write_path(folder / name)
-            with open(tmp, "wb") as fh:
+            with paths.atomic_write(folder / name) as tmp, open(tmp, "wb") as fh:
                 np.save(fh, arr)
-            os.replace(tmp, folder / name)
-        tmp = paths.atomic_write_path(folder / "names.txt")
-        tmp.write_text("\n".join(self.names) + "\n", encoding="utf-8")
-        os.replace(tmp, folder / "names.txt")
+        paths.write_text_atomic(folder / "names.txt", "\n".join(self.names) + "\n")
         return folder
 
     @classmethod
@@ -172,10 +168,8 @@ def build_gallery(ds, embed: Callable[[list[int]], np.ndarray], folder: str | os
         files = [i for n in cn for i in by_name[n]]
         emb = _normalise(embed(files))
         g = GalleryIndex.from_embeddings(emb, [ds.identities[i] for i in files])
-        tmp = paths.atomic_write_path(part)
-        with open(tmp, "wb") as fh:
+        with paths.atomic_write(part) as tmp, open(tmp, "wb") as fh:
             np.savez(fh, means=g.means, counts=g.counts)
-        os.replace(tmp, part)
         means.append(g.means), counts.append(g.counts)
     d = means[0].shape[1] if means else 0
     gal = GalleryIndex(names, np.concatenate(means) if means else np.zeros((0, d), np.float32),

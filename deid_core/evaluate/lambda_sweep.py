@@ -5,7 +5,6 @@ trained with different λ: pass ``transforms = {λ: fn(image, landmarks) -> imag
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -110,7 +109,6 @@ def lambda_sweep(images: Sequence[np.ndarray], landmarks: Sequence[np.ndarray],
 
 def _save(fig, path: Path) -> None:
     import matplotlib.pyplot as plt
-    tmp = paths.atomic_write_path(path)
-    fig.savefig(tmp, dpi=110, format="png")
+    with paths.atomic_write(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
-    os.replace(tmp, path)

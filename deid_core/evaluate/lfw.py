@@ -16,7 +16,8 @@ import numpy as np
 
 from deid_core.errors import DeidError
 from deid_core.evaluate import metrics
-from deid_core.evaluate.faces import IMAGE_EXTS, Dataset
+from deid_core.align import IMAGE_SUFFIXES
+from deid_core.evaluate.faces import Dataset
 
 PAPER_TABLE5 = {  # evaluator -> (original, de-ID) TPR at FAR 1e-3 (mean ± std)
     "facenet-vggface2": ("0.986 ± 0.010", "0.038 ± 0.015"),
@@ -62,7 +63,7 @@ def find_lfw_root(root: str | os.PathLike) -> Path:
 
 
 def _image_rel(root: Path, name: str, num: str) -> str:
-    for ext in IMAGE_EXTS:
+    for ext in IMAGE_SUFFIXES:
         rel = f"{name}/{name}_{int(num):04d}{ext}"
         if (root / rel).is_file():
             return rel

@@ -38,15 +38,12 @@ def deid_transform(checkpoint: str | os.PathLike, target: str | os.PathLike | No
     The target is the image itself (the paper's default at inference when no other target is
     given), unless ``target`` names an image file.
     """
-    try:
-        from deid_core.inference import Deidentifier
-    except ImportError as exc:
-        raise DeidError("de-identification needs deid_core.inference (not available yet)") from exc
+    from deid_core.inference import Deidentifier
     from deid_core.align import Face
-    from deid_core.evaluate.faces import load_rgb
+    from deid_core.align import read_image
     deid = Deidentifier.from_checkpoint(checkpoint, device)
     st = Path(checkpoint).stat()
-    fixed = deid.embed_target(load_rgb(target)) if target else None
+    fixed = deid.embed_target(read_image(target)) if target else None
 
     memo: OrderedDict[bytes, np.ndarray] = OrderedDict()   # evaluators share one de-ID per image
     memo_bytes = 0
@@ -85,10 +82,10 @@ def baseline_transforms(images: Sequence[np.ndarray], landmarks: Sequence[np.nda
 
 
 def _fit_images(ds, lm, n: int = 24, seed: int = 0):
-    from deid_core.evaluate.faces import load_rgb
+    from deid_core.align import read_image
     rng = np.random.default_rng(seed)
     idx = rng.choice(len(ds.files), min(n, len(ds.files)), replace=False)
-    return [load_rgb(ds.path(i)) for i in idx], [lm[i] for i in idx]
+    return [read_image(ds.path(i)) for i in idx], [lm[i] for i in idx]
 
 
 def run_lfw(evaluators: Sequence[str] = DEFAULT_EVALUATORS, lfw_root: str | None = None,
@@ -170,15 +167,15 @@ def _find_pairs(root: Path) -> Path:
 
 def load_faces(folder: str | os.PathLike, max_images: int | None = None) -> tuple[list, list, list[str]]:
     """Images (RGB) of a flat folder (or folder-per-person) with one detected face each: (images, landmarks, names)."""
-    from deid_core.evaluate.faces import IMAGE_EXTS, LandmarkDetector, load_rgb
+    from deid_core.evaluate.faces import IMAGE_SUFFIXES, LandmarkDetector, read_image
     folder = Path(folder)
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTS)
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise DeidError(f"no images found in {folder}")
     det = LandmarkDetector()
     ims, lms, names = [], [], []
     for f in files:
-        im = load_rgb(f)
+        im = read_image(f)
         lm = det(im)
         if lm is None:
             continue

@@ -24,8 +24,7 @@ PAPER_TABLE3 = {("1", "[41]"): (5.46, 1.21), ("1", "ours"): (2.72, 1.50),
                 ("3", "[41]"): (4.51, 1.20), ("3", "ours"): (3.92, 1.32)}
 
 
-def results_dir() -> Path:
-    return Path(os.environ.get("DEID_RESULTS", paths.RESULTS_DIR))
+results_dir = paths.results_dir
 
 
 def _md(df: pd.DataFrame) -> str:
@@ -50,15 +49,12 @@ def write_table(name: str, df: pd.DataFrame, title: str = "", notes: Sequence[st
     out = Path(out_dir) if out_dir else results_dir() / "tables"
     out.mkdir(parents=True, exist_ok=True)
     csv, md = out / f"{name}.csv", out / f"{name}.md"
-    tmp = paths.atomic_write_path(csv)
-    df.to_csv(tmp, index=False)
-    os.replace(tmp, csv)
+    with paths.atomic_write(csv) as tmp:
+        df.to_csv(tmp, index=False)
     text = (f"### {title}\n\n" if title else "") + _md(df) + "\n"
     if notes:
         text += "\n" + "\n".join(f"- {n}" for n in notes) + "\n"
-    tmp = paths.atomic_write_path(md)
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, md)
+    paths.write_text_atomic(md, text)
     return csv, md
 
 

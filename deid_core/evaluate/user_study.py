@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from deid_core import paths
+from deid_core.align import write_image
 from deid_core.errors import DeidError
 
 TASKS = ("video", "identify")
@@ -39,13 +40,10 @@ PAPER_VIDEO = "53.6 % (SD 13.0 %), n = 20 observers, 8 videos"
 
 
 def _write_csv(df: pd.DataFrame, path: Path, header_comment: str | None = None) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = paths.atomic_write_path(path)
-    with open(tmp, "w", encoding="utf-8", newline="") as fh:
+    with paths.atomic_write(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as fh:
         if header_comment:
             fh.write(f"# {header_comment}\n")
         df.to_csv(fh, index=False)
-    os.replace(tmp, path)
     return path
 
 
@@ -112,7 +110,6 @@ def make_identification_sheet(gallery: dict[str, np.ndarray], inputs: dict[str, 
     """Table 2b material: ``table2b_sheet.png`` (gallery / input / de-ID rows, for the report),
     the observer sheet ``identify.html`` (gallery labelled A, B, ...; probes in random order) with
     probe images under ``probes/``, ``trials.csv``, and ``answer_key/key.csv`` kept apart."""
-    import cv2
     import matplotlib.pyplot as plt
     names = list(gallery)
     if not names or set(inputs) - set(names) or set(deid) - set(names):
@@ -146,13 +143,13 @@ def make_identification_sheet(gallery: dict[str, np.ndarray], inputs: dict[str, 
         n, cond, im = probes[i]
         tid = f"i{k + 1:03d}"
         f = out / "probes" / f"{tid}.jpg"
-        cv2.imwrite(str(f), cv2.cvtColor(_tile([im], size)[0], cv2.COLOR_RGB2BGR))
+        write_image(f, _tile([im], size)[0])
         trial_rows.append({"task": "identify", "trial_id": tid, "item": f"probes/{tid}.jpg"})
         key_rows.append({"task": "identify", "trial_id": tid, "truth": letters[n], "condition": cond})
     gdir = out / "gallery"
     gdir.mkdir(exist_ok=True)
     for n in names:
-        cv2.imwrite(str(gdir / f"{letters[n]}.jpg"), cv2.cvtColor(_tile([gallery[n]], size)[0], cv2.COLOR_RGB2BGR))
+        write_image(gdir / f"{letters[n]}.jpg", _tile([gallery[n]], size)[0])
     trials = pd.DataFrame(trial_rows)
     sheet = _write_csv(trials, out / "trials.csv")
     keyp = _write_csv(pd.DataFrame(key_rows), out / "answer_key" / "key.csv", "ANSWER KEY - do not show to observers")
@@ -222,11 +219,9 @@ def plot_confusion(m: pd.DataFrame, title: str, path: str | os.PathLike) -> Path
     fig.colorbar(im, ax=ax, fraction=0.046)
     fig.tight_layout()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = paths.atomic_write_path(path)
-    fig.savefig(tmp, dpi=120, format="png")
+    with paths.atomic_write(path) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
     plt.close(fig)
-    os.replace(tmp, path)
     return path
 
 
@@ -267,7 +262,7 @@ def automatic_observer(trials_csv: str | os.PathLike, base_dir: str | os.PathLik
     video: face-region temporal flicker (``deid_core.video.flicker``) of each clip; clips above
     the median are answered ``modified``.
     """
-    from deid_core.evaluate.faces import LandmarkDetector, load_rgb
+    from deid_core.evaluate.faces import LandmarkDetector, read_image
     trials = read_csv(trials_csv, ["task", "trial_id", "item"])
     base = Path(base_dir) if base_dir else Path(trials_csv).parent
     rows = []
@@ -282,7 +277,7 @@ def automatic_observer(trials_csv: str | os.PathLike, base_dir: str | os.PathLik
             raise DeidError(f"no gallery images in {gdir}")
 
         def emb(path: Path) -> np.ndarray | None:
-            im = load_rgb(path)
+            im = read_image(path)
             lm = det(im)
             return None if lm is None else net.embed_faces(im, [lm])[0]
         g = [(p.stem, emb(p)) for p in gal]
@@ -308,28 +303,3 @@ def automatic_observer(trials_csv: str | os.PathLike, base_dir: str | os.PathLik
                          "answer": "modified" if f > med else "real"})
     return pd.DataFrame(rows, columns=RESPONSE_COLUMNS)
 
-
-def write_example(folder: str | os.PathLike | None = None, seed: int = 0) -> tuple[Path, Path]:
-    """The invented example responses + key under ``data/user_study/`` (marked EXAMPLE)."""
-    rng = np.random.default_rng(seed)
-    folder = Path(folder) if folder else paths.REPO_ROOT / "data" / "user_study"
-    letters = list("ABCDE")
-    key = [{"task": "video", "trial_id": f"v{k + 1:03d}", "truth": t, "condition": "original" if t == "real" else "deid"}
-           for k, t in enumerate(["real", "modified"] * 4)]
-    k = 0
-    for cond in ("original", "deid"):
-        for L in letters:
-            k += 1
-            key.append({"task": "identify", "trial_id": f"i{k:03d}", "truth": L, "condition": cond})
-    key = pd.DataFrame(key)
-    resp = []
-    for o in range(6):
-        for r in key.itertuples():
-            if r.task == "video":
-                ans = r.truth if rng.random() < 0.55 else ("real" if r.truth == "modified" else "modified")
-            else:
-                ans = r.truth if (r.condition == "original" and rng.random() < 0.9) else letters[rng.integers(5)]
-            resp.append({"observer": f"obs{o + 1}", "task": r.task, "trial_id": r.trial_id, "answer": ans})
-    msg = "EXAMPLE DATA - invented answers to show the schema; not a real study"
-    return (_write_csv(pd.DataFrame(resp), folder / "example_responses.csv", msg),
-            _write_csv(key, folder / "example_answer_key.csv", msg))

@@ -17,8 +17,6 @@ Evaluators are never used in training.
 """
 from __future__ import annotations
 
-import importlib
-
 from deid_core.errors import DeidError
 from deid_core.identity.base import IdentityInfo, IdentityNetwork  # noqa: F401
 from deid_core.identity.chips import align_five_point, arcface_five_points, crop_to_chip_tensor  # noqa: F401
@@ -41,17 +39,8 @@ def load_identity_network(name: str, device: str = "cpu", **kwargs) -> IdentityN
         from deid_core.identity.sface import SFace
         return SFace(device=device, **kwargs)
     if name == "arcface":
-        try:
-            module = importlib.import_module("deid_core.identity.arcface")
-        except ModuleNotFoundError as exc:
-            if exc.name == "deid_core.identity.arcface":
-                raise DeidError("identity network 'arcface' is not available: module "
-                                "deid_core/identity/arcface.py does not exist yet") from exc
-            raise
-        loader = getattr(module, "load", None) or getattr(module, "load_arcface", None)
-        if loader is None:
-            raise DeidError("deid_core.identity.arcface defines neither load() nor load_arcface()")
-        return loader(device=device, **kwargs)
+        from deid_core.identity.arcface import load as load_arcface
+        return load_arcface(device=device, **kwargs)
     raise DeidError(f"unknown identity network '{name}': choose one of {', '.join(NETWORKS)}")
 
 

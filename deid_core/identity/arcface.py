@@ -72,14 +72,12 @@ def download_weights(url: str = DEFAULT_URL, folder: Path | None = None) -> Path
     name = url.rsplit("/", 1)[-1]
     dest = folder / name
     if not dest.is_file():
-        tmp = paths.atomic_write_path(dest)
         try:
-            urllib.request.urlretrieve(url, tmp)  # noqa: S310 (user opted in)
+            with paths.atomic_write(dest) as tmp:
+                urllib.request.urlretrieve(url, tmp)  # noqa: S310 (user opted in)
         except Exception as exc:
-            tmp.unlink(missing_ok=True)
             raise DeidError(f"could not download ArcFace weights from {url}: {exc}. "
                             + _missing_message(None)) from exc
-        os.replace(tmp, dest)
     if dest.suffix == ".zip":
         with zipfile.ZipFile(dest) as z:
             members = [m for m in z.namelist() if m.endswith(ZIP_MEMBER)] or \
@@ -88,9 +86,8 @@ def download_weights(url: str = DEFAULT_URL, folder: Path | None = None) -> Path
                 raise DeidError(f"{dest} contains no .onnx file")
             out = folder / Path(members[0]).name
             if not out.is_file():
-                tmp = paths.atomic_write_path(out)
-                tmp.write_bytes(z.read(members[0]))
-                os.replace(tmp, out)
+                with paths.atomic_write(out) as tmp:
+                    tmp.write_bytes(z.read(members[0]))
             return out
     return dest
 

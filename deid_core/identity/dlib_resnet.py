@@ -187,9 +187,8 @@ def _state_from_dat(dat: Path) -> dict[str, torch.Tensor]:
         state = _state_from_nodes(read_dlib_network(dat))
     finally:
         sys.setrecursionlimit(limit)
-    tmp = paths.atomic_write_path(cache)
-    torch.save(state, tmp)
-    os.replace(tmp, cache)
+    with paths.atomic_write(cache) as tmp:
+        torch.save(state, tmp)
     return state
 
 
@@ -241,8 +240,6 @@ def export_dlib_weights(dst: str | os.PathLike, dat_path: Path | None = None,
     doc = {"format": WEIGHTS_FORMAT, "source": dat.name, "sha256": _sha256(dat),
            "dtype": str(dtype).replace("torch.", ""),
            "state": {k: v.to(dtype) for k, v in state.items() if k != "mean"}}
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = paths.atomic_write_path(dst)
-    torch.save(doc, tmp)
-    os.replace(tmp, dst)
+    with paths.atomic_write(dst) as tmp:
+        torch.save(doc, tmp)
     return dst

@@ -161,9 +161,8 @@ def _load_state(path: Path, builder) -> dict:
         except Exception:
             pass
     state = builder(path)
-    tmp = paths.atomic_write_path(cache)
-    torch.save(state, tmp)
-    os.replace(tmp, cache)
+    with paths.atomic_write(cache) as tmp:
+        torch.save(state, tmp)
     return state
 
 

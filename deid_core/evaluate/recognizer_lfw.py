@@ -1,4 +1,4 @@
-"""LFW verification sanity check of the identity networks, each with its own alignment (issue 3).
+"""LFW verification check of the recognizers themselves (§4, Table 5 protocol), each with its own alignment.
 
 Pairs, 10-fold accuracy and TPR@FAR come from :mod:`deid_core.evaluate` (``lfw.read_pairs``,
 ``metrics.kfold_accuracy`` / ``metrics.tpr_at_far``: thresholds fitted on the other folds). Scores
@@ -12,14 +12,17 @@ runs on the fixed centre box :data:`LFW_CENTRE_BOX` (the median HOG box on LFW-a
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import dlib
 import numpy as np
+from tqdm import tqdm
 
 from deid_core import paths
-from deid_core.errors import DeidError
+from deid_core.align import read_image
+from deid_core.evaluate import metrics
+from deid_core.evaluate.lfw import find_lfw_root, read_pairs
 
 LFW_CENTRE_BOX = (67, 80, 175, 187)  # x0, y0, x1, y1 in the 250×250 LFW image
 
@@ -33,9 +36,6 @@ class LandmarkPass:
 def lfw_landmarks(root: Path, files: list[str], upsample: int = 1, cache: bool = True,
                   progress: bool = True) -> LandmarkPass:
     """68 landmarks for each file (HOG detection, centre-box fallback), cached in the user cache."""
-    import cv2
-    import dlib
-    from tqdm import tqdm
     h = hashlib.sha1(f"{Path(root).resolve()}|0+{upsample}|{LFW_CENTRE_BOX}".encode())
     for f in files:
         h.update(f.encode())
@@ -48,10 +48,7 @@ def lfw_landmarks(root: Path, files: list[str], upsample: int = 1, cache: bool =
     lms = np.zeros((len(files), 68, 2), np.float32)
     found = np.zeros(len(files), bool)
     for i, f in enumerate(tqdm(files, desc="LFW landmarks", disable=not progress)):
-        img = cv2.imread(str(Path(root) / f), cv2.IMREAD_COLOR)
-        if img is None:
-            raise DeidError(f"cannot read image: {Path(root) / f}")
-        img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+        img = read_image(Path(root) / f)
         rects = det(img, 0)
         if not rects and upsample:
             rects = det(img, upsample)
@@ -61,24 +58,19 @@ def lfw_landmarks(root: Path, files: list[str], upsample: int = 1, cache: bool =
             rect = dlib.rectangle(*LFW_CENTRE_BOX)
         lms[i] = [(p.x, p.y) for p in sp(img, rect).parts()]
     if cache:
-        cpath.parent.mkdir(parents=True, exist_ok=True)
-        tmp = paths.atomic_write_path(cpath)
-        with open(tmp, "wb") as fh:
+        with paths.atomic_write(cpath) as tmp, open(tmp, "wb") as fh:
             np.savez(fh, landmarks=lms, detected=found)
-        os.replace(tmp, cpath)
     return LandmarkPass(lms, found)
 
 
 def embed_lfw(net, root: Path, files: list[str], lm: LandmarkPass, progress: bool = True,
               batch: int = 64) -> np.ndarray:
     """Embeddings (N×D) of LFW files with ``net``'s own chips."""
-    import cv2
-    from tqdm import tqdm
     out = []
     for s in tqdm(range(0, len(files), batch), desc=f"embed {net.name}", disable=not progress):
         chips = []
         for i in range(s, min(s + batch, len(files))):
-            img = cv2.cvtColor(cv2.imread(str(Path(root) / files[i]), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+            img = read_image(Path(root) / files[i])
             chips.append(net.chip(img, lm.landmarks[i]))
         out.append(net.embed(np.stack(chips)))
     return np.concatenate(out)
@@ -88,8 +80,6 @@ def verify_networks(networks: list, pairs_path: Path, root: Path, per_fold: int 
                     far: float = 1e-3, seed: int = 0, progress: bool = True) -> dict[str, dict]:
     """10-fold accuracy and TPR@FAR of each network on LFW ``pairs.txt`` (``per_fold``: keep that
     many matched and mismatched pairs per fold, deterministic in ``seed``; None = all 6,000)."""
-    from deid_core.evaluate import metrics
-    from deid_core.evaluate.lfw import find_lfw_root, read_pairs
     root = find_lfw_root(root)
     pairs = read_pairs(pairs_path, root)
     if per_fold:
