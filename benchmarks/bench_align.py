@@ -22,8 +22,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from deid_core import paths  # noqa: E402
-from deid_core.align import (AlignConfig, Face, FaceAligner, _square, passthrough_net,  # noqa: E402
-                             read_image)
+from deid_core.face import AlignConfig, Face, FaceAligner, passthrough_net, read_image  # noqa: E402
+from deid_core.face import square_box  # noqa: E402
 
 
 def test_frame() -> np.ndarray:
@@ -48,7 +48,7 @@ def time_once(aligner: FaceAligner, frame: np.ndarray) -> tuple[dict[str, float]
     t0 = time.perf_counter()
     boxes = aligner.detect_boxes(frame)
     t1 = time.perf_counter()
-    faces = [Face(_square(*b), aligner.landmarks(frame, b), sc) for b, sc in boxes]
+    faces = [Face(square_box(*b), aligner.landmarks(frame, b), sc) for b, sc in boxes]
     t2 = time.perf_counter()
     Ms = [aligner.transform(f.landmarks) for f in faces]
     crops = [aligner.warp(frame, M) for M in Ms]

@@ -37,7 +37,7 @@ def main() -> int:
     import numpy as np
     import torch
     from deid_core import paths
-    from deid_core.align import read_image
+    from deid_core.face import read_image
     from deid_core.identity import load_identity_network
     from deid_core.identity.facenet import cv2_reference_net
     torch.set_num_threads(args.threads)

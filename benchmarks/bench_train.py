@@ -20,7 +20,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from deid_core.data import InMemoryFaces  # noqa: E402
+from deid_core.train import InMemoryFaces  # noqa: E402
 from deid_core.model import ModelConfig, count_parameters  # noqa: E402
 from deid_core.train import Trainer, TrainConfig  # noqa: E402
 

@@ -18,7 +18,7 @@ the embedded clip at 640×480 (its first 35 frames: one face) and on the first 3
 1080p street clip, detection every frame (``deid video``) and every 3rd with YuNet's 2× pass on
 every 4th detection (``deid live``), each run idle and with a
 competing busy process on the machine; printed as fps, ``vs_hog`` (YuNet fps / HOG fps) and
-``loaded_vs_idle`` ratios. The thread count is :func:`deid_core.inference.default_threads`
+``loaded_vs_idle`` ratios. The thread count is :func:`deid_core.pipeline.default_threads`
 with ``OMP_WAIT_POLICY=PASSIVE`` (the ``deid`` defaults) unless ``--threads`` is given.
 
 Flicker (``--flicker``): for each talking clip in ``../shared/data/videos/`` (first
@@ -49,8 +49,10 @@ import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from deid_core import pipeline  # noqa: E402
+from deid_core.evaluate import video_metrics  # noqa: E402
 from deid_core import paths, video as V  # noqa: E402
-from deid_core.align import AlignConfig, FaceAligner, passthrough_net  # noqa: E402
+from deid_core.face import AlignConfig, FaceAligner, passthrough_net  # noqa: E402
 
 
 def generator_net(preset: str = "compact-128", checkpoint: str | None = None, device: str = "cpu",
@@ -170,7 +172,7 @@ class Competitor:
 
 
 def detector_speed(args) -> list[dict]:
-    from deid_core.inference import configure_threads
+    from deid_core.pipeline import configure_threads
     threads = configure_threads(args.threads)
     net, size = generator_net(args.net, args.checkpoint, args.device)
     shared = paths.shared_data_dir()
@@ -231,21 +233,21 @@ def flicker_study(args) -> list[dict]:
         info = V.probe_video(clip)
         frames = V.read_frames(clip, args.frames)
         cal = Cached()
-        masks = [V.hull_mask([f.landmarks for f in cal.detect(fr)], fr.shape) for fr in frames]
+        masks = [video_metrics.hull_mask([f.landmarks for f in cal.detect(fr)], fr.shape) for fr in frames]
         n_face = sum(bool(m.any()) for m in masks)
         row = {"clip": clip.stem, "frames": len(frames), "frames_with_face": n_face}
         nets = [("pattern", V.pattern_net(128)), ("passthrough", passthrough_net)]
         if args.checkpoint:                 # the real model: each track's first face as target
-            from deid_core.inference import Deidentifier
+            from deid_core.pipeline import Deidentifier
             deid = deid_cache.setdefault("d", Deidentifier.from_checkpoint(args.checkpoint, args.device))
-            nets.append(("model", V.DeidentifierNet(deid)))
+            nets.append(("model", pipeline.DeidentifierNet(deid)))
         for net_name, net in nets:
             for k in (1, 3):
                 for stab in (False, True):
                     proc = V.FrameProcessor(cal, net, V.VideoConfig(detect_every=k, stabilize=stab))
                     outs = [proc(f, i / float(info.fps))[0] for i, f in enumerate(frames)]
                     row[f"{net_name}_k{k}_{'stab' if stab else 'raw'}"] = round(
-                        V.flicker_ratio(frames, outs, masks), 3)
+                        video_metrics.flicker_ratio(frames, outs, masks), 3)
         print(json.dumps(row), flush=True)
         rows.append(row)
     return rows

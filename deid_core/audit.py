@@ -32,16 +32,16 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
 
 import cv2
 import numpy as np
 
 from deid_core import paths
-from deid_core.align import (IMAGE_SUFFIXES, FaceAligner, YuNetDetector, five_points,
-                             read_image)
 from deid_core.errors import DeidError
+from deid_core.face import IMAGE_SUFFIXES, FaceAligner, YuNetDetector, five_points, read_image
 from deid_core.video import FrameReader, box_iou, probe_video
+
 
 SFACE_FILE = "face_recognition_sface_2021dec.onnx"
 

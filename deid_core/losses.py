@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from deid_core.errors import DeidError
+from deid_core.identity.dlib_resnet import PAPER_LAYERS as DLIB_PAPER_LAYERS
 from deid_core.recipe import RecipeConfig
 
 
@@ -90,19 +91,19 @@ def sample_mixup(n: int, alpha: float = 0.2, generator: torch.Generator | None =
     return lam_b.view(n, 1, 1, 1).to(device) if device is not None else lam_b.view(n, 1, 1, 1)
 
 
-def mixup(x: torch.Tensor, z_masked: torch.Tensor, lam_beta: torch.Tensor) -> torch.Tensor:
+def mixup(x: torch.Tensor, z_masked: torch.Tensor, mix_beta: torch.Tensor) -> torch.Tensor:
     """δ_mx = λβ·x + (1 − λβ)·z^masked (§3.2)."""
-    return lam_beta * x + (1 - lam_beta) * z_masked
+    return mix_beta * x + (1 - mix_beta) * z_masked
 
 
-def loss_discriminator(d_out: torch.Tensor, lam_beta: torch.Tensor) -> torch.Tensor:
+def loss_discriminator(d_out: torch.Tensor, mix_beta: torch.Tensor) -> torch.Tensor:
     """L_D = ‖D(δ_mx) − λβ·𝟙‖₂² (§3.2, LSGAN [30]); mean over the batch."""
-    return (d_out.float() - lam_beta.reshape(d_out.shape[0], 1)).square().mean()
+    return (d_out.float() - mix_beta.reshape(d_out.shape[0], 1)).square().mean()
 
 
-def loss_generator_adv(d_out: torch.Tensor, lam_beta: torch.Tensor) -> torch.Tensor:
+def loss_generator_adv(d_out: torch.Tensor, mix_beta: torch.Tensor) -> torch.Tensor:
     """L_G = ‖D(δ_mx) − (1 − λβ)·𝟙‖₂² (§3.2; α0 applied in :func:`compound_loss`)."""
-    return (d_out.float() - (1 - lam_beta.reshape(d_out.shape[0], 1))).square().mean()
+    return (d_out.float() - (1 - mix_beta.reshape(d_out.shape[0], 1))).square().mean()
 
 
 # -------------------------------------------------------------------------- pixel terms
@@ -141,10 +142,10 @@ def loss_mask_derivative_y(m: torch.Tensor) -> torch.Tensor:
 # ---------------------------------------------------------------- deid recipe terms
 
 
-def loss_discriminator_ns(d_out: torch.Tensor, lam_beta: torch.Tensor) -> torch.Tensor:
+def loss_discriminator_ns(d_out: torch.Tensor, mix_beta: torch.Tensor) -> torch.Tensor:
     """Non-saturating D loss on logits with the mixup label λβ per example (every patch):
     BCE(D(δ_mx), λβ) (``deid`` recipe; the paper's LSGAN target λβ, on logits)."""
-    target = lam_beta.reshape(d_out.shape[0], 1).expand_as(d_out).to(d_out.dtype)
+    target = mix_beta.reshape(d_out.shape[0], 1).expand_as(d_out).to(d_out.dtype)
     return F.binary_cross_entropy_with_logits(d_out.float(), target.float())
 
 
@@ -278,7 +279,7 @@ class PerceptualLoss:
         (dlib port: a72, a35, a17, a4, descriptor — matched by downsampling factor)."""
         layers = getattr(identity, "paper_layers", None)
         if layers is None and getattr(identity, "name", None) == "dlib":
-            from deid_core.identity.dlib_resnet import PAPER_LAYERS as layers
+            layers = DLIB_PAPER_LAYERS
         return dict(layers) if layers else None
 
     def features(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -362,7 +363,7 @@ def perceptual_recipe(f_z: dict[str, torch.Tensor], feat_s: dict[str, torch.Tens
 
 
 def generator_terms(x: torch.Tensor, z_raw: torch.Tensor, mask: torch.Tensor,
-                    d_out: torch.Tensor | None = None, lam_beta: torch.Tensor | None = None,
+                    d_out: torch.Tensor | None = None, mix_beta: torch.Tensor | None = None,
                     perceptual: PerceptualLoss | None = None, feat_x: dict | None = None,
                     lam: torch.Tensor | float = 0.0, recipe: RecipeConfig | None = None,
                     ramp: float = 1.0, d_out_raw: torch.Tensor | None = None,
@@ -390,7 +391,7 @@ def generator_terms(x: torch.Tensor, z_raw: torch.Tensor, mask: torch.Tensor,
             if d_out_raw is not None:
                 t["G"] = t["G"] + loss_generator_ns(d_out_raw)
         else:
-            t["G"] = loss_generator_adv(d_out, lam_beta)
+            t["G"] = loss_generator_adv(d_out, mix_beta)
     if recipe.colour > 0:
         t["colour_raw"] = loss_colour(z_raw, x)
         t["colour_masked"] = loss_colour(z_masked, x)

@@ -39,18 +39,63 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn as nn
 
 from deid_core.errors import DeidError
 
+
+def resolve_device(name: str) -> torch.device:
+    """The one "auto" resolution: ``auto`` is CUDA when available, else the CPU; a CUDA device
+    that is not there is a DeidError."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise DeidError(f"device '{name}' requested but CUDA is not available")
+    return dev
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict:
+    """Read a ``.pt`` checkpoint on the CPU (full training checkpoints or fp16 weights-only)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DeidError(f"checkpoint not found: {path}")
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:
+        try:   # full training checkpoints also hold numpy RNG states
+            ck = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as exc:
+            raise DeidError(f"cannot read checkpoint {path}: {exc}") from exc
+    if not isinstance(ck, dict) or "generator" not in ck or "config" not in ck:
+        raise DeidError(f"{path} is not a deid checkpoint (needs 'config' and 'generator')")
+    return ck
+
+
+def to_tensor(img: np.ndarray) -> torch.Tensor:
+    """uint8 H×W×3 RGB → float32 3×H×W in [−1, 1]."""
+    if not (isinstance(img, np.ndarray) and img.dtype == np.uint8 and img.ndim == 3
+            and img.shape[2] == 3):
+        raise DeidError(f"expected a uint8 H×W×3 RGB image, got "
+                        f"{getattr(img, 'shape', None)} {getattr(img, 'dtype', type(img))}")
+    return torch.from_numpy(np.array(img, copy=True)).permute(2, 0, 1).float() / 127.5 - 1
+
+
+def to_uint8(x: torch.Tensor) -> np.ndarray:
+    """float 3×H×W or N×3×H×W in [−1, 1] → uint8 H×W×3 / N×H×W×3 RGB."""
+    x = ((x.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu()
+    return x.permute(*(range(x.dim() - 3)), -2, -1, -3).numpy()
+
+
 # --------------------------------------------------------------------------------------
 # Configuration
 # --------------------------------------------------------------------------------------
-
-
 @dataclass
 class ModelConfig:
     """Architecture of one generator/discriminator pair. Build one with :meth:`preset`."""
@@ -194,8 +239,6 @@ def rms_normalise(v: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
 # --------------------------------------------------------------------------------------
 # Blocks
 # --------------------------------------------------------------------------------------
-
-
 def _conv(cin: int, cout: int, k: int, stride: int = 1, groups: int = 1) -> nn.Conv2d:
     return nn.Conv2d(cin, cout, k, stride=stride, padding=k // 2, groups=groups, bias=False)
 
@@ -273,8 +316,6 @@ def init_weights(module: nn.Module) -> None:
 # --------------------------------------------------------------------------------------
 # Networks
 # --------------------------------------------------------------------------------------
-
-
 class Generator(nn.Module):
     """G(x_distorted, e_target[, λ]) → (image in [−1, 1], mask in [0, 1]) (§3.1, Fig. 2a)."""
 

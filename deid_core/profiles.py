@@ -15,6 +15,8 @@ from pathlib import Path
 
 from deid_core import paths
 from deid_core.errors import DeidError
+from deid_core.model import resolve_device
+
 
 #: The notebooks, in the order ``run_all.sh`` executes them.
 NOTEBOOKS: tuple[str, ...] = (
@@ -99,11 +101,7 @@ def get_profile(name: str = "smoke", device: str | None = None, data_dir: str | 
     if name not in PROFILES:
         raise DeidError(f"unknown profile '{name}': choose one of {sorted(PROFILES)}")
     if device is None:
-        try:
-            import torch
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        except ImportError:  # pragma: no cover
-            device = "cpu"
+        device = resolve_device("auto").type
     if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
         raise DeidError(f"unknown device '{device}': use cpu or cuda")
     if device.startswith("cuda"):
@@ -176,11 +174,7 @@ def resolve_runtime(device: str = "auto", results_dir: str | None = None, sample
     import numpy as np
 
     if device in (None, "auto"):
-        try:
-            import torch
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        except ImportError:  # pragma: no cover
-            device = "cpu"
+        device = resolve_device("auto").type
     shared = paths.shared_data_dir() if shared_data_dir == "auto" else (
         Path(shared_data_dir) if shared_data_dir and Path(shared_data_dir).is_dir() else None)
     random.seed(seed)

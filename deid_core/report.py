@@ -19,7 +19,6 @@ from deid_core import paths
 from deid_core.errors import DeidError
 
 
-results_dir = paths.results_dir
 
 
 def _jsonable(obj: Any) -> Any:
@@ -49,7 +48,7 @@ def _jsonable(obj: Any) -> Any:
 
 def save_results(notebook: str, data: dict, results: str | Path | None = None) -> Path:
     """Write a notebook's key numbers to ``<results>/<notebook>.json`` (atomically) and return the path."""
-    path = results_dir(results) / f"{notebook}.json"
+    path = paths.results_dir(results) / f"{notebook}.json"
     payload = {"notebook": notebook, "written": _dt.datetime.now().isoformat(timespec="seconds"),
                **_jsonable(data)}
     paths.write_text_atomic(path, json.dumps(payload, indent=2))
@@ -58,7 +57,7 @@ def save_results(notebook: str, data: dict, results: str | Path | None = None) -
 
 def load_results(notebook: str, results: str | Path | None = None) -> dict:
     """Read back what :func:`save_results` wrote; DeidError naming the file when it is missing."""
-    path = results_dir(results) / f"{notebook}.json"
+    path = paths.results_dir(results) / f"{notebook}.json"
     if not path.is_file():
         raise DeidError(f"results of notebook {notebook} not found: {path} (run it first)")
     return json.loads(path.read_text(encoding="utf-8"))
@@ -91,7 +90,7 @@ def markdown_table(df) -> str:
 
 def save_table(df, name: str, results: str | Path | None = None, caption: str = "") -> Path:
     """Write ``tables/<name>.csv`` and ``tables/<name>.md`` (caption first) and return the CSV path."""
-    root = results_dir(results) / "tables"
+    root = paths.results_dir(results) / "tables"
     csv_path = root / f"{name}.csv"
     with paths.atomic_write(csv_path) as tmp:
         df.to_csv(tmp, index=False)
@@ -102,7 +101,7 @@ def save_table(df, name: str, results: str | Path | None = None, caption: str = 
 
 def save_figure(fig, name: str, results: str | Path | None = None, dpi: int = 110) -> Path:
     """Save a matplotlib figure to ``figures/<name>.png`` (atomically) and return the path."""
-    path = results_dir(results) / "figures" / f"{name}.png"
+    path = paths.results_dir(results) / "figures" / f"{name}.png"
     with paths.atomic_write(path) as tmp:
         fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format="png")
     return path
@@ -141,12 +140,12 @@ def _key_numbers(data: dict) -> list[str]:
 def write_report(results: str | Path | None = None, run_log: dict | None = None) -> Path:
     """Write ``REPORT.md``: profile, hardware, notebook status and wall times, every table
     (ours next to the paper's column) and every figure. Returns its path."""
-    root = results_dir(results)
+    root = paths.results_dir(results)
     log = run_log or {}
     lines = ["# deid run report", ""]
     status = log.get("status", "unknown")
     when = _dt.datetime.now().isoformat(timespec="seconds")
-    lines += [f"Written {when} by `deid_core.runner` — status: **{status}**.", ""]
+    lines += [f"Written {when} by `deid_core.notebook_runner` — status: **{status}**.", ""]
     if log.get("failure"):
         f = log["failure"]
         lines += [f"**Failed** in notebook `{f.get('notebook')}`, cell {f.get('cell')}: "

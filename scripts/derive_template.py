@@ -2,12 +2,12 @@
 """Derive the averaged-face template ``deid_core/assets/template68.json`` (paper §3 c).
 
 Method (generalised Procrustes analysis): detect each portrait's face with dlib HOG and
-its 68 landmarks (:class:`deid_core.align.FaceAligner`, largest face per image), then
+its 68 landmarks (:class:`deid_core.face.FaceAligner`, largest face per image), then
 iterate: align every shape to the current mean with a least-squares similarity
-(:func:`deid_core.align.umeyama`), re-average, re-normalise the mean (centroid 0, RMS
+(:func:`deid_core.face.umeyama`), re-average, re-normalise the mean (centroid 0, RMS
 radius 1), until the mean moves < 1e-6. The final mean is stored in "unit" coordinates:
 its landmark bounding box centred at (0.5, 0.5) with its larger side 1;
-:func:`deid_core.align.template_landmarks` places it in a crop with the documented margin.
+:func:`deid_core.face.template_landmarks` places it in a crop with the documented margin.
 
 Default sources: all NASA portraits in the shared data (public domain; 134 faces), or the
 embedded 24 when the shared data is absent. ``--extra DIR --extra-limit N`` adds the first N
@@ -28,8 +28,13 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from deid_core import paths  # noqa: E402
-from deid_core.align import (IMAGE_SUFFIXES, TEMPLATE_FILE, AlignConfig, FaceAligner,  # noqa: E402
-                             read_image, umeyama, apply_affine)
+from deid_core.face import (IMAGE_SUFFIXES,
+                            TEMPLATE_FILE,
+                            AlignConfig,
+                            FaceAligner,
+                            read_image,
+                            umeyama,
+                            apply_affine)  # noqa: E402
 from deid_core.errors import DeidError  # noqa: E402
 
 
@@ -99,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     doc = {
         "description": "Averaged 68-point face (dlib/iBUG order) for the similarity alignment "
                        "of paper §3 step c. Unit coordinates: landmark bounding box centred at "
-                       "(0.5, 0.5), larger side 1. See deid_core.align.template_landmarks.",
+                       "(0.5, 0.5), larger side 1. See deid_core.face.template_landmarks.",
         "method": "generalised Procrustes analysis (Umeyama similarity, all 68 points) of dlib "
                   "HOG + shape_predictor_68 landmarks, largest face per image",
         "sources": sources,

@@ -18,7 +18,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from deid_core import paths  # noqa: E402
-from deid_core.align import AlignConfig, FaceAligner, read_image  # noqa: E402
+from deid_core.face import AlignConfig, FaceAligner, read_image  # noqa: E402
 
 
 def main() -> int:

@@ -22,7 +22,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from deid_core import paths  # noqa: E402
-from deid_core.align import FaceAligner  # noqa: E402
+from deid_core.face import FaceAligner  # noqa: E402
 from deid_core.identity.chips import (arcface_five_points, five_point_agreement,  # noqa: E402
                                       five_point_errors)
 

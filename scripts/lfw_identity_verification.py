@@ -18,7 +18,7 @@ def main() -> int:
     import torch
     from deid_core import paths
     from deid_core.identity import load_identity_network
-    from deid_core.evaluate.tables import write_table
+    from deid_core.evaluate.table_writer import write_table
     from deid_core.evaluate.recognizer_lfw import verify_networks
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--lfw", default=None, help="LFW folder (default: <shared data>/lfw-a)")
@@ -44,7 +44,7 @@ def main() -> int:
         df = pd.DataFrame([{"network": k, **v} for k, v in res.items()])
         df["paper"] = ""  # the paper reports no LFW accuracy for its recognizers (issue 3 bar: >= 0.97)
         print(df.to_string(index=False), f"\nelapsed {time.time() - t0:.0f} s", flush=True)
-        from deid_core.evaluate.tables import results_dir
+        from deid_core.paths import results_dir
         out = Path(args.out) if args.out else results_dir() / "tables" / "identity_lfw"
         first = res[next(iter(res))]
         write_table(out.name, df, title="LFW verification of the identity networks (own alignment)",

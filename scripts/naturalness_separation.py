@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 
 from deid_core import paths
-from deid_core.align import FaceAligner, write_image
+from deid_core.face import FaceAligner, write_image
 from deid_core.evaluate.naturalness import run_naturalness
-from deid_core.evaluate.tables import results_dir
+from deid_core.paths import results_dir
 
 STARTER = paths.REPO_ROOT / "data" / "checkpoints" / "compact-128-lamcond_starter.pt"
 
@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--full-images", type=int, default=3, help="faces whose full outputs are saved")
     a = ap.parse_args(argv)
     models = [parse_model(m) for m in a.model] if a.model else [(str(STARTER), 1e-5)]
-    from deid_core.evaluate.run import load_faces
+    from deid_core.evaluate.conditions import load_faces
     ims, lms, names = load_faces(a.images, a.max_images)
     outputs: dict = {}
     df = run_naturalness(a.images, models, a.max_images, name=a.name, outputs=outputs)

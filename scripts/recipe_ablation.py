@@ -18,10 +18,10 @@ from pathlib import Path
 import pandas as pd
 
 from deid_core import paths
-from deid_core.align import list_images
+from deid_core.train import list_images
 from deid_core.evaluate.naturalness import run_naturalness
-from deid_core.evaluate.tables import write_table
-from deid_core.inference import export_weights
+from deid_core.evaluate.table_writer import write_table
+from deid_core.train import export_weights
 from deid_core.recipe import RecipeConfig
 from deid_core.train import CHECKPOINT_NAME, TrainConfig, train
 

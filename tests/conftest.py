@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 
 from deid_core import paths
+from deid_core.face import FaceAligner
+from deid_core.video import read_frames
 
 
 def pytest_collection_modifyitems(config, items):
@@ -50,3 +52,21 @@ def shared_data() -> Path:
     if path is None:
         pytest.skip("shared data not found: set DEID_SHARED_DATA or place it at ../shared/data")
     return path
+
+
+@pytest.fixture(scope="session")
+def clip(sample_dir: Path) -> Path:
+    """The embedded sample clip (faces, a scene cut, AAC audio)."""
+    return sample_dir / "clip" / "nasa_clip.mp4"
+
+
+@pytest.fixture(scope="session")
+def fixed_aligner(clip: Path) -> FaceAligner:
+    """A FaceAligner that 'detects' one real face of the clip (frame 10) on every frame."""
+    face = FaceAligner().detect(read_frames(clip, max_frames=11)[10])[0]
+
+    class Fixed(FaceAligner):
+        def detect(self, frame):
+            return [face]
+    return Fixed()
+

@@ -1,4 +1,4 @@
-"""Test-time pipeline of paper §3 (steps a–d, f–h) and the face cache (deid_core.align)."""
+"""Test-time pipeline of paper §3 (steps a–d, f–h) and the face cache (deid_core.face, deid_core.train.prepare)."""
 from __future__ import annotations
 
 import json
@@ -9,9 +9,17 @@ import numpy as np
 import pytest
 
 from deid_core import DeidError
-from deid_core.align import (DEFAULT_DETECTOR, AlignConfig, Face, FaceAligner, apply_affine, list_images,
-                             passthrough_net, prepare_faces, read_face_index, read_image,
-                             template_landmarks, to_rgb_uint8, umeyama)
+from deid_core.face import DEFAULT_DETECTOR
+from deid_core.face import (AlignConfig,
+                            Face,
+                            FaceAligner,
+                            apply_affine,
+                            passthrough_net,
+                            read_image,
+                            template_landmarks,
+                            to_rgb_uint8,
+                            umeyama)
+from deid_core.train import list_images, prepare_faces, read_face_index
 from deid_core.cli import main
 
 INFLIGHT_PAIR = "inflight/Andrew_Morgan__Nick_Hague_inflight.jpg"

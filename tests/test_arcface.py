@@ -55,7 +55,7 @@ def onnx_path(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def nasa_landmarks(portraits):
-    from deid_core.align import FaceAligner
+    from deid_core.face import FaceAligner
     al = FaceAligner()
     out = []
     for im in portraits[:4]:
@@ -121,7 +121,7 @@ def test_five_point_alignment_on_nasa(portraits, nasa_landmarks):
         ~3 px higher than ArcFace's mean face, and no similarity transform can remove that.
     """
     import cv2
-    from deid_core.align import FaceAligner
+    from deid_core.face import FaceAligner
     from deid_core.identity.chips import (ARCFACE_REF_112, align_five_point, arcface_five_points,
                                           five_point_errors, similarity_transform)
     al = FaceAligner(upsample=1)
@@ -153,7 +153,7 @@ def test_five_points_match_mtcnn(portrait_paths):
     fit the reference equally well, so the residual of test (3) above is the faces' geometry."""
     from PIL import Image
     from facenet_pytorch import MTCNN
-    from deid_core.align import FaceAligner
+    from deid_core.face import FaceAligner
     from deid_core.identity.chips import arcface_five_points, five_point_agreement, five_point_errors
     mtcnn, al = MTCNN(keep_all=False, device="cpu"), FaceAligner()
     agree, ours_fit, mtcnn_fit = [], [], []

@@ -33,7 +33,7 @@ class FakeNet:
 @pytest.fixture(scope="module")
 def faces(portraits):
     import cv2
-    from deid_core.align import FaceAligner
+    from deid_core.face import FaceAligner
     al = FaceAligner()
     ims = [cv2.resize(im, None, fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA) for im in portraits[:5]]
     return ims, [al.detect(im)[0].landmarks for im in ims]
@@ -84,7 +84,7 @@ def test_swap_baseline_uses_a_dissimilar_donor(faces):
 
 
 def test_table3_rows(faces, tmp_path, monkeypatch):
-    from deid_core.evaluate.tables import table3
+    from deid_core.evaluate.distances import table3
     monkeypatch.setenv("DEID_RESULTS", str(tmp_path))
     ims, lms = faces
     outputs = {"identity": [im.copy() for im in ims], "blur": [B.blur_face(im, lm, 5) for im, lm in zip(ims, lms)]}
@@ -110,7 +110,7 @@ def test_attributes_known_answers(faces):
     lm, w = lms[0].astype(np.float64), ims[0].shape[1]
     mir = lm.copy()
     mir[:, 0] = w - 1 - lm[:, 0]
-    from deid_core.align import template_landmarks  # noqa: F401  (same 68-point order)
+    from deid_core.face import template_landmarks  # noqa: F401  (same 68-point order)
     perm = np.r_[16:-1:-1, 26:16:-1, 27:31, 35:30:-1, 45:41:-1, 47:45:-1, 39:35:-1, 41:39:-1,
                  54:47:-1, 59:54:-1, 64:59:-1, 67:64:-1]
     p0, p1 = head_pose(lm, ims[0].shape), head_pose(mir[perm], ims[0].shape)
@@ -148,9 +148,9 @@ def test_lambda_sweep_outputs(faces, tmp_path, monkeypatch):
 def test_deid_transform_runs_the_model_once_per_image(tmp_path, portraits, monkeypatch):
     """Several evaluators share one de-identification of each image (no repeated network runs)."""
     import torch
-    from deid_core.align import FaceAligner
-    from deid_core.evaluate.run import deid_transform
-    from deid_core.inference import Deidentifier
+    from deid_core.face import FaceAligner
+    from deid_core.evaluate.conditions import deid_transform
+    from deid_core.pipeline import Deidentifier
     from deid_core.model import Generator, ModelConfig
     torch.manual_seed(0)
     cfg = ModelConfig.preset("compact-128")

@@ -57,8 +57,8 @@ def test_bad_pairs_file_lists_missing_images(tmp_path):
 def test_table5_lfw_a_subsample(shared_data, tmp_path, monkeypatch):
     """Original LFW-a pairs are verified well by SFace; blur and pixelation lower the TPR."""
     from deid_core.evaluate.baselines import blur_transform, pixelate_transform
-    from deid_core.evaluate.run import load_evaluators
-    from deid_core.evaluate.tables import table5
+    from deid_core.evaluate.conditions import load_evaluators
+    from deid_core.evaluate.lfw import table5
     monkeypatch.setenv("DEID_RESULTS", str(tmp_path))
     monkeypatch.setenv("DEID_CACHE", str(tmp_path / "cache"))
     pairs = read_pairs(shared_data / "lfw-a" / "pairs.txt", shared_data / "lfw-a")
@@ -81,8 +81,8 @@ def test_table4_rank_lfw_a_subset(shared_data, tmp_path, monkeypatch):
     """Table 4 on a 60-identity LFW-a subset (symlinked): SFace ranks most original probes first;
     pixelation pushes the true identity down."""
     from deid_core.evaluate.baselines import pixelate_transform
-    from deid_core.evaluate.run import load_evaluators
-    from deid_core.evaluate.tables import table4
+    from deid_core.evaluate.conditions import load_evaluators
+    from deid_core.evaluate.rank import table4
     monkeypatch.setenv("DEID_RESULTS", str(tmp_path / "res"))
     monkeypatch.setenv("DEID_CACHE", str(tmp_path / "cache"))
     src = shared_data / "lfw-a"

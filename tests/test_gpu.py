@@ -31,6 +31,8 @@ except ImportError:                      # the bare GPU image: use the runner at
 if __package__ in (None, "") and __name__ == "__main__":     # python tests/test_gpu.py
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from deid_core import pipeline
+from deid_core.evaluate import video_metrics
 from deid_core.model import ModelConfig  # noqa: E402
 
 DEVICE = os.environ.get("DEID_GPU_TEST_DEVICE", "cuda")
@@ -154,7 +156,7 @@ class _NoIdentity:
 
 
 def _deid(device: str):
-    from deid_core.inference import Deidentifier
+    from deid_core.pipeline import Deidentifier
     from deid_core.paths import default_checkpoint
     ck = default_checkpoint()
     if ck is None:                   # pragma: no cover - the kit ships one
@@ -169,7 +171,7 @@ def _target(seed: int) -> np.ndarray:
 def test_inference_on_device_matches_cpu(tmp_path):
     """The committed starter model on the device gives the CPU's images and masks (±2 grey
     levels), for two λ values that give clearly different outputs."""
-    from deid_core.data import to_uint8
+    from deid_core.model import to_uint8
     crops = to_uint8(_faces(4))
     gpu, cpu = _deid(DEVICE), _deid("cpu")
     assert next(gpu.G.parameters()).device.type == torch.device(DEVICE).type
@@ -191,7 +193,7 @@ def test_video_network_path_on_device(tmp_path):
     frames as on the CPU (±3 grey levels), the face changed, the rest untouched."""
     from PIL import Image
     from deid_core import paths, video as V
-    from deid_core.align import Face, FaceAligner, template_landmarks
+    from deid_core.face import Face, FaceAligner, template_landmarks
 
     lm = template_landmarks(256) + np.float32([120, 40])      # a face placed by the template
     face = Face(box=np.float32([120, 40, 376, 296]), landmarks=lm)
@@ -210,10 +212,10 @@ def test_video_network_path_on_device(tmp_path):
     results = {}
     for dev in (DEVICE, "cpu"):
         deid = _deid(dev)
-        proc = V.FrameProcessor(Placed(), V.DeidentifierNet(deid, lam=None, target_embedding=_target(1)),
+        proc = V.FrameProcessor(Placed(), pipeline.DeidentifierNet(deid, lam=None, target_embedding=_target(1)),
                                 V.VideoConfig(progress=False))
         results[dev] = [proc(f, i / 25)[0] for i, f in enumerate(frames)]
-    hull = V.hull_mask([lm], frames[0].shape[:2])
+    hull = video_metrics.hull_mask([lm], frames[0].shape[:2])
     import cv2
     near = cv2.dilate(hull.astype(np.uint8), np.ones((7, 7), np.uint8)).astype(bool)
     for g, c, f in zip(results[DEVICE], results["cpu"], frames):

@@ -41,7 +41,7 @@ def tiny_carry(tmp_path_factory) -> Path:
 
 def test_dlib_fp16_weights_match_dat(tmp_path, portrait_paths):
     """fp16 tensors → fp32 network: descriptors within 2e-3 of the .dat port's (threshold 0.6)."""
-    from deid_core.align import FaceAligner, read_image
+    from deid_core.face import FaceAligner, read_image
     from deid_core.identity.dlib_net import DlibIdentity
     from deid_core.identity.dlib_resnet import export_dlib_weights
     pt = export_dlib_weights(tmp_path / "dlib.pt")
@@ -71,8 +71,8 @@ def test_import_chain_without_venv_only_packages():
         "import sys", "sys.path.insert(0, 'scripts/gpu')", "import importguard",
         "g = importguard.install()", "import job",
         "from deid_core.identity.dlib_net import DlibIdentity",
-        "from deid_core.align import template_landmarks", "template_landmarks(128)",
-        "import deid_core.train, deid_core.inference, deid_core.data, deid_core.augment",
+        "from deid_core.face import template_landmarks", "template_landmarks(128)",
+        "import deid_core.train, deid_core.pipeline, deid_core.augment",
         "try:", "    import dlib", "except ModuleNotFoundError:", "    print('blocked')"])
     res = run([sys.executable, "-c", code], timeout=120)
     assert "blocked" in res.stdout
@@ -124,7 +124,7 @@ def test_job_dry_run(tiny_carry, tmp_path):
     # unpack into a loadable checkpoint
     ck_path = tmp_path / "gpu_model.pt"
     run([sys.executable, str(GPU / "unpack.py"), str(out), str(ck_path)], timeout=120)
-    from deid_core.inference import Deidentifier
+    from deid_core.pipeline import Deidentifier
     deid = Deidentifier.from_checkpoint(ck_path)
     G = torch.load(ck_path, map_location="cpu", weights_only=False)
     assert G["step"] == 6 and G["discriminator"] is not None and G["gpu_job"]["status"] == "ok"

@@ -19,30 +19,14 @@ import av
 import numpy as np
 import pytest
 
+from deid_core.video import codec as video_codec
 from deid_core import video as V
-from deid_core.align import FaceAligner
+from deid_core.face import FaceAligner
 
 
 def paint_net(crops):
     n, s = crops.shape[:2]
     return np.full((n, s, s, 3), (255, 0, 255), np.uint8), np.ones((n, s, s), np.float32)
-
-
-@pytest.fixture(scope="module")
-def clip(sample_dir) -> Path:
-    return sample_dir / "clip" / "nasa_clip.mp4"
-
-
-@pytest.fixture(scope="module")
-def fixed_aligner(clip):
-    """A FaceAligner that 'detects' one real face of the clip (frame 10) on every frame."""
-    frame = V.read_frames(clip, max_frames=11)[10]
-    face = FaceAligner().detect(frame)[0]
-
-    class Fixed(FaceAligner):
-        def detect(self, frame):
-            return [face]
-    return Fixed()
 
 
 def audio_packets(path: Path) -> list[tuple]:
@@ -115,7 +99,7 @@ def test_reencode_mode_duration_and_waveform(tmp_path):
         s = V.deidentify_video(src, out, FaceAligner(), paint_net, V.VideoConfig(progress=False))
     assert s["audio"]["mode"] == "aac"
     with av.open(str(out)) as c:
-        assert V._codec_id(c.streams.audio[0]) == "aac"
+        assert video_codec._codec_id(c.streams.audio[0]) == "aac"
     got = decode_mono(out, rate)
     # duration: the input's second, within one AAC frame (1024 samples, encoder priming)
     assert abs(len(got) - len(chirp)) <= 1024 + rate // fps, (len(got), len(chirp))

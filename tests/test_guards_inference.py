@@ -18,8 +18,10 @@ import pytest
 import torch
 import torch.nn as nn
 
+from deid_core import pipeline
+from deid_core.evaluate import video_metrics
 from deid_core import video as V
-from deid_core.inference import Deidentifier
+from deid_core.pipeline import Deidentifier
 from deid_core.model import ModelConfig
 
 
@@ -58,7 +60,7 @@ def targets(identity, portraits):
 
 
 def _hull(info, shape):
-    return V.hull_mask([f.landmarks for f in info["faces"]], shape)
+    return video_metrics.hull_mask([f.landmarks for f in info["faces"]], shape)
 
 
 def _same(a, b, atol=1e-5) -> bool:
@@ -101,7 +103,7 @@ def test_deid_image_target_reaches_the_network(echo, targets, portrait_paths, tm
     assert main(["image", src, str(tmp_path / "b.png"), "--checkpoint", str(ck),
                  "--target", str(portrait_paths[4])]) == 0
     assert _same(echo.G.seen[-1][0], targets["B"], atol=1e-4)
-    from deid_core.align import read_image
+    from deid_core.face import read_image
     a, b = read_image(tmp_path / "a.png").astype(int), read_image(tmp_path / "b.png").astype(int)
     assert np.abs(a - b).sum(-1).mean() > 1.0                  # the written image differs too
 
@@ -119,8 +121,8 @@ def test_video_target_photo_reaches_every_track(echo, targets, portrait_paths, c
     ck.write_bytes(b"unused")
     outs = {}
     for name, photo in (("A", portrait_paths[3]), ("B", portrait_paths[4])):
-        aligner, net = V.build_pipeline(ck, target=photo)
-        assert isinstance(net, V.DeidentifierNet) and net.target is not None
+        aligner, net = pipeline.build_pipeline(ck, target=photo)
+        assert isinstance(net, pipeline.DeidentifierNet) and net.target is not None
         # the photo's embedding (the pipeline's detector may place the landmarks a little
         # differently from embed_target's): near this person's, far from the other one's
         other = targets["B" if name == "A" else "A"]
@@ -140,7 +142,7 @@ def test_video_target_photo_reaches_every_track(echo, targets, portrait_paths, c
 def test_video_per_track_targets_are_each_tracks_first_appearance(echo, clip_frames):
     """Without --target: each track keeps the embedding of its first appearance (§3), and its
     face is rendered with that target, not the other track's or the current frame's own."""
-    net = V.DeidentifierNet(echo)
+    net = pipeline.DeidentifierNet(echo)
     al = echo.aligner
     proc = V.FrameProcessor(al, net, V.VideoConfig(progress=False))
     out0, info0 = proc(clip_frames[0], 0.0)
@@ -164,7 +166,7 @@ def test_video_per_track_targets_are_each_tracks_first_appearance(echo, clip_fra
     # each face region is painted with its own track's target colour
     colour = {k: np.round((np.tanh(5 * first[k] @ echo.G.proj.numpy()) + 1) * 127.5) for k in first}
     for k, face in zip(info["tracks"], info["faces"]):
-        inner = V.hull_mask([face.landmarks], out.shape[:2])
+        inner = video_metrics.hull_mask([face.landmarks], out.shape[:2])
         got = np.median(out[inner].reshape(-1, 3), axis=0)
         other = [j for j in first if j != k][0]
         assert np.abs(got - colour[k]).max() <= 12, (got, colour[k])

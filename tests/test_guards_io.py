@@ -12,8 +12,10 @@ import numpy as np
 import pytest
 
 from deid_core import video as V
-from deid_core.align import FaceAligner, write_image
 from deid_core.errors import DeidError
+from deid_core.face import write_image
+from deid_core.video import files as video_files
+from test_guards_audio import paint_net
 
 
 def _entries(folder: Path) -> list[str]:
@@ -68,27 +70,6 @@ def test_deid_image_overwrite_failure_keeps_previous_output(portrait_paths, tmp_
     assert out.read_bytes() == before and _entries(out_dir) == ["o.png"]
 
 
-@pytest.fixture(scope="module")
-def clip(sample_dir) -> Path:
-    return sample_dir / "clip" / "nasa_clip.mp4"
-
-
-@pytest.fixture(scope="module")
-def fixed_aligner(clip):
-    frame = V.read_frames(clip, max_frames=11)[10]
-    face = FaceAligner().detect(frame)[0]
-
-    class Fixed(FaceAligner):
-        def detect(self, frame):
-            return [face]
-    return Fixed()
-
-
-def paint_net(crops):
-    n, s = crops.shape[:2]
-    return np.full((n, s, s, 3), (255, 0, 255), np.uint8), np.ones((n, s, s), np.float32)
-
-
 def test_video_failure_midway_keeps_previous_output(clip, fixed_aligner, tmp_path, monkeypatch):
     out = tmp_path / "o.mp4"
     V.deidentify_video(clip, out, fixed_aligner, paint_net,
@@ -114,7 +95,7 @@ def test_video_failure_midway_keeps_previous_output(clip, fixed_aligner, tmp_pat
 
 def test_video_summary_failure_leaves_no_temp_file(tmp_path, monkeypatch):
     side = tmp_path / "o.json"
-    V._write_json_atomic(side, {"frames": 1})
+    video_files.write_summary_json(side, {"frames": 1})
     before = side.read_bytes()
     real = Path.write_text
 
@@ -123,7 +104,7 @@ def test_video_summary_failure_leaves_no_temp_file(tmp_path, monkeypatch):
         raise OSError("injected failure: disk full")
     monkeypatch.setattr(Path, "write_text", bad_write_text)
     with pytest.raises(OSError, match="injected"):
-        V._write_json_atomic(side, {"frames": 2})
+        video_files.write_summary_json(side, {"frames": 2})
     monkeypatch.undo()
     assert side.read_bytes() == before
     assert _entries(tmp_path) == ["o.json"]

@@ -25,8 +25,9 @@ import torch
 import torch.nn as nn
 
 from deid_core.augment import AugmentConfig
-from deid_core.data import InMemoryFaces, StepBatchSampler
-from deid_core.train import Trainer, TrainConfig, atomic_save, save_grid
+from deid_core.train import (InMemoryFaces, StepBatchSampler, Trainer, TrainConfig, atomic_save,
+                             save_grid)
+from test_guards_io import _half_written_pil_save
 
 
 @pytest.fixture(scope="module")
@@ -130,18 +131,10 @@ def test_trainer_checkpoint_failure_keeps_previous(tmp_path, faces, monkeypatch)
 
 
 def test_sample_grid_failure_keeps_previous_png(tmp_path, monkeypatch):
-    from PIL import Image
     x = torch.zeros(2, 3, 16, 16)
     path = save_grid(tmp_path / "grid.png", x, x, torch.ones(2, 1, 16, 16))
     before = path.read_bytes()
-    real = Image.Image.save
-
-    def bad_save(self, fp, *a, **kw):
-        real(self, fp, *a, **kw)
-        with open(fp, "r+b") as fh:
-            fh.truncate(max(1, Path(fp).stat().st_size // 2))
-        raise OSError("injected failure: disk full")
-    monkeypatch.setattr(Image.Image, "save", bad_save)
+    _half_written_pil_save(monkeypatch)
     with pytest.raises(OSError, match="injected"):
         save_grid(path, x + 1, x - 1, torch.zeros(2, 1, 16, 16))
     monkeypatch.undo()
@@ -169,7 +162,7 @@ DDP_SCRIPT = """
 import json, os, sys
 import numpy as np, torch
 from deid_core.augment import AugmentConfig
-from deid_core.data import InMemoryFaces
+from deid_core.train import InMemoryFaces
 from deid_core.train import Trainer, TrainConfig, train
 
 out = sys.argv[1]

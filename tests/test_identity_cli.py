@@ -21,7 +21,7 @@ def _run(capsys, argv):
 def test_embed_dlib_two_faces_matches_dlib(capsys, sample_dir):
     """The two-astronaut in-flight photo: two faces; dlib embeddings equal dlib's own descriptor
     for the chip dlib.get_face_chip(img, shape68, 150, 0.25) (up to float32 rounding)."""
-    from deid_core.align import read_image
+    from deid_core.face import read_image
     path = sample_dir / "inflight" / "Andrew_Morgan__Nick_Hague_inflight.jpg"
     rc, out, _ = _run(capsys, ["embed", str(path), "--network", "dlib"])
     assert rc == 0

@@ -12,7 +12,9 @@ import torch
 
 from deid_core.cli import main
 from deid_core.errors import DeidError
-from deid_core.inference import Deidentifier, export_weights, load_checkpoint
+from deid_core.pipeline import Deidentifier
+from deid_core.train import export_weights
+from deid_core.model import load_checkpoint
 from deid_core.model import Generator, ModelConfig
 
 
@@ -63,7 +65,7 @@ def test_embed_target_single_face(deid, portraits, portrait_paths, tmp_path):
     small = cv2.resize(portraits[0], None, fx=0.8, fy=0.8, interpolation=cv2.INTER_AREA)
     assert np.linalg.norm(deid.embed_target(small) - e0) < 0.3 < np.linalg.norm(e1 - e0)
     blank = tmp_path / "blank.png"
-    from deid_core.align import write_image
+    from deid_core.face import write_image
     write_image(blank, np.full((200, 200, 3), 128, np.uint8))
     with pytest.raises(DeidError, match=r"blank\.png.*exactly one face, found 0"):
         deid.embed_target(blank)
@@ -134,7 +136,7 @@ def test_cli_image_refuses_input_and_existing_output(ckpts, portrait_paths, tmp_
 
 
 def test_cli_train_and_resume_on_a_prepared_cache(portrait_paths, tmp_path, capsys):
-    from deid_core.align import prepare_faces
+    from deid_core.train import prepare_faces
     src = tmp_path / "src"
     src.mkdir()
     for p in portrait_paths[:2]:
@@ -162,7 +164,7 @@ def test_cli_train_and_resume_on_a_prepared_cache(portrait_paths, tmp_path, caps
 
 
 def test_cli_train_holds_out_the_persons_of_a_folder(portrait_paths, tmp_path, capsys):
-    from deid_core.align import prepare_faces
+    from deid_core.train import prepare_faces
     src, held = tmp_path / "src", tmp_path / "held"
     src.mkdir()
     held.mkdir()
@@ -191,13 +193,13 @@ def test_cli_train_lam_range_needs_two_values_for_lamcond(tmp_path, capsys):
 def test_eval_lam_reaches_the_de_id_rows(ckpts, portraits, deid):
     """`deid eval lfw/rank/table3 --lam` dials a λ-conditioned checkpoint for the de-ID rows."""
     from deid_core.cli import build_parser
-    from deid_core.evaluate.run import _condition_transforms
+    from deid_core.evaluate.conditions import condition_transforms
     for cmd in ("lfw", "rank", "table3"):
         assert build_parser().parse_args(["eval", cmd, "--lam", "5e-6"]).lam == 5e-6
     face = deid.aligner.detect(portraits[0])[0]
     outs = {}
     for lam in (0.0, 2e-5):
-        t, notes = _condition_transforms(str(ckpts["cond"]), None, 0, False, lam=lam)
+        t, notes = condition_transforms(str(ckpts["cond"]), None, 0, False, lam=lam)
         assert any(f"λ = {lam:g}" in n for n in notes), notes
         outs[lam] = t["deid"](portraits[0], face.landmarks)
         assert outs[lam].shape == portraits[0].shape
@@ -209,7 +211,7 @@ def test_demos_default_to_the_starter_checkpoint(ckpts, portrait_paths, tmp_path
     and say what to pass when there is none."""
     from deid_core import paths
     from deid_core.paths import resolve_checkpoint
-    from deid_core.video import build_pipeline
+    from deid_core.pipeline import build_pipeline
     monkeypatch.setattr(paths, "CHECKPOINT_DIR", tmp_path / "none")
     with pytest.raises(DeidError, match="--checkpoint"):
         resolve_checkpoint(None)

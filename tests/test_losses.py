@@ -144,7 +144,7 @@ def test_generator_terms_end_to_end_gradient():
     z = (torch.rand(2, 3, 16, 16) * 2 - 1).requires_grad_()
     m = torch.rand(2, 1, 16, 16).requires_grad_()
     feat_x = {k: v.detach() for k, v in pl.features(x).items()}
-    terms = L.generator_terms(x, z, m, d_out=torch.rand(2, 1), lam_beta=torch.rand(2, 1, 1, 1),
+    terms = L.generator_terms(x, z, m, d_out=torch.rand(2, 1), mix_beta=torch.rand(2, 1, 1, 1),
                               perceptual=pl, feat_x=feat_x, lam=torch.tensor([0.0, 1e-6]))
     assert {"G", "R_raw", "p_raw", "p_masked", "m", "x_m", "y_m", "id_dist"} <= set(terms)
     # the compound is the α-weighted sum of exactly these terms
@@ -156,3 +156,12 @@ def test_generator_terms_end_to_end_gradient():
     assert total.item() == pytest.approx(manual.item())
     total.backward()
     assert z.grad.abs().sum() > 0 and m.grad.abs().sum() > 0
+
+
+def test_perceptual_loss_uses_the_dlib_ports_paper_layers():
+    """§3.2's layers of the loss network: the dlib port's documented mapping (112, 56, 28, 7, 1)."""
+    from deid_core.identity.dlib_resnet import PAPER_LAYERS
+
+    class NamedDlib:
+        name = "dlib"
+    assert L.PerceptualLoss.paper_layers(NamedDlib()) == dict(PAPER_LAYERS)

@@ -13,7 +13,7 @@ from deid_core.evaluate.baselines import blur_transform
 
 @pytest.fixture(scope="module")
 def faces(sample_dir):
-    from deid_core.evaluate.run import load_faces
+    from deid_core.evaluate.conditions import load_faces
     ims, lms, _ = load_faces(sample_dir / "portraits", max_images=3)
     return ims, lms
 
@@ -118,7 +118,7 @@ def test_table_rows_and_conditions(faces, meter):
 @pytest.mark.slow
 def test_lambda_sweep_rows_carry_naturalness(faces, tmp_path, monkeypatch):
     from deid_core.evaluate.lambda_sweep import lambda_sweep
-    from deid_core.evaluate.run import load_evaluators
+    from deid_core.evaluate.conditions import load_evaluators
     monkeypatch.setenv("DEID_RESULTS", str(tmp_path))
     ims, lms = faces
     df = lambda_sweep(ims[:2], lms[:2], {0.0: N.identity_transform(), 1.0: _coloured_noise},

@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 import pytest
 
-from deid_core import align as A
+from deid_core import face as A
 from deid_core import cli
 from deid_core import video as V
 from deid_core.audit import AuditConfig, AuditReport, FaceAuditor, audit
@@ -237,7 +237,7 @@ def test_live_starts_without_a_burst_of_drops(sample_dir, tmp_path):
 
 
 def test_thread_defaults():
-    from deid_core.inference import configure_threads, default_threads
+    from deid_core.pipeline import configure_threads, default_threads
     assert 1 <= default_threads() <= 4
     assert configure_threads(1) == 1 and cv2.getNumThreads() == 1
     with pytest.raises(DeidError, match="threads"):

@@ -14,8 +14,7 @@ from deid_core.augment import ViewConfig, same_view
 from deid_core.errors import DeidError
 from deid_core.model import Generator, ModelConfig, PatchDiscriminator, build_discriminator
 from deid_core.recipe import RecipeConfig, dial, parse_options
-from deid_core.train import (Trainer, TrainConfig, atomic_save, ema_update, face_region,
-                             sample_lams)
+from deid_core.train import Trainer, TrainConfig, atomic_save, ema_update, face_region, sample_lams
 from test_train import FakeIdentity, faces  # noqa: F401  (the frozen stand-in and its faces)
 
 
@@ -300,7 +299,8 @@ def test_warm_start_reproduces_a_legacy_generator(tmp_path, faces):
 
 
 def test_export_takes_ema_weights_and_dial_follows_the_recipe(tmp_path, faces):
-    from deid_core.inference import Deidentifier, export_weights
+    from deid_core.pipeline import Deidentifier
+    from deid_core.train import export_weights
     t = Trainer(_cfg(tmp_path), identity=FakeIdentity())
     t.train_step(torch.stack([faces[i] for i in range(2)]))
     ck = t.save_checkpoint()

@@ -15,7 +15,8 @@ import torch
 import torch.nn as nn
 
 from deid_core.augment import AugmentConfig, distort
-from deid_core.data import InMemoryFaces, StepBatchSampler, to_tensor, to_uint8
+from deid_core.train import InMemoryFaces, StepBatchSampler
+from deid_core.model import to_tensor, to_uint8
 from deid_core.errors import DeidError
 from deid_core.train import Trainer, TrainConfig, lam_at, sample_lams, train
 
@@ -150,7 +151,7 @@ def test_ddp_gloo_two_processes_via_torchrun(tmp_path):
     script = tmp_path / "ddp_run.py"
     script.write_text(textwrap.dedent(f"""
         import os, numpy as np, torch
-        from deid_core.data import InMemoryFaces
+        from deid_core.train import InMemoryFaces
         from deid_core.train import TrainConfig, train
         rng = np.random.default_rng(0)
         faces = InMemoryFaces([rng.integers(0, 255, (128, 128, 3), dtype=np.uint8) for _ in range(4)])
@@ -181,7 +182,7 @@ def test_overfit_eight_nasa_faces_and_lambda_direction(portraits):
         draws): the λ > 0 outputs are further from the source in dlib descriptor distance.
     """
     import copy
-    from deid_core.align import AlignConfig, FaceAligner
+    from deid_core.face import AlignConfig, FaceAligner
     from deid_core.identity import load_identity_network
     aligner = FaceAligner(AlignConfig(size=128))
     crops = []

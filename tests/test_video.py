@@ -15,8 +15,12 @@ import av
 import numpy as np
 import pytest
 
+from deid_core.video import codec as video_codec
+from deid_core.video import tracking as video_tracking
+from deid_core import pipeline
+from deid_core.evaluate import video_metrics
 from deid_core import video as V
-from deid_core.align import FaceAligner, passthrough_net
+from deid_core.face import FaceAligner, passthrough_net
 from deid_core.errors import DeidError
 
 
@@ -84,7 +88,7 @@ def _stream_facts(p: Path) -> dict:
                     last = max(last, float((pkt.pts + (pkt.duration or 0)) * pkt.time_base))
             adur = last
         return {"frames": n, "fps": Fraction(v.average_rate), "size": (v.width, v.height),
-                "codec": V._codec_id(v), "audio": V._codec_id(a) if a else None,
+                "codec": video_codec._codec_id(v), "audio": video_codec._codec_id(a) if a else None,
                 "audio_duration": adur}
 
 
@@ -131,11 +135,11 @@ def test_box_iou_and_pixelate():
 def test_flicker_metric():
     a = [np.full((8, 8, 3), v, np.uint8) for v in (10, 20, 10)]
     m = [np.ones((8, 8), bool)] * 3
-    assert V.flicker(a, m) == pytest.approx(10.0)
+    assert video_metrics.flicker(a, m) == pytest.approx(10.0)
     b = [np.full((8, 8, 3), v, np.uint8) for v in (10, 40, 10)]
-    assert V.flicker_ratio(a, b, m) == pytest.approx(3.0)
+    assert video_metrics.flicker_ratio(a, b, m) == pytest.approx(3.0)
     with pytest.raises(DeidError):
-        V.flicker_ratio(a, b[:2], m)
+        video_metrics.flicker_ratio(a, b[:2], m)
 
 
 # ----------------------------------------------------------------------------------------
@@ -150,7 +154,7 @@ def test_processor_hull_only_and_no_face_frames_unchanged(clip_frames, clip_face
             continue
         assert info["n_faces"] == len(clip_faces[i]) >= 1
         changed = (out != frame).any(axis=-1)
-        hull = V.hull_mask([f.landmarks for f in info["faces"]], frame.shape)
+        hull = video_metrics.hull_mask([f.landmarks for f in info["faces"]], frame.shape)
         assert changed.any() and not (changed & ~hull).any()
 
 
@@ -192,7 +196,7 @@ def test_fail_closed_covers_dropped_detections(clip_frames, clip_faces):
     closed, open_ = run(True), run(False)
     plain = FaceAligner()
     for i in drop:
-        hull = V.hull_mask([f.landmarks for f in clip_faces[i]], clip_frames[i].shape)
+        hull = video_metrics.hull_mask([f.landmarks for f in clip_faces[i]], clip_frames[i].shape)
         diff = np.abs(closed[i][0].astype(int) - clip_frames[i].astype(int)).max(axis=-1)
         assert closed[i][1]["fail_closed"], i
         assert diff[hull].mean() > 5.0, i                     # face region changed (pixelated)
@@ -205,12 +209,12 @@ def test_stabilisation_reduces_flicker(clip_frames, clip_faces):
     """A fixed-pattern net exposes alignment jitter; One-Euro smoothing must reduce it."""
     idx = list(range(5, 40))
     inp = [clip_frames[i] for i in idx]
-    masks = [V.hull_mask([f.landmarks for f in clip_faces[i]], clip_frames[i].shape) for i in idx]
+    masks = [video_metrics.hull_mask([f.landmarks for f in clip_faces[i]], clip_frames[i].shape) for i in idx]
     res = {}
     for stab in (True, False):
         proc = V.FrameProcessor(CachedAligner(), V.pattern_net(128), V.VideoConfig(stabilize=stab))
         outs = [proc(f, k / 25)[0] for k, f in enumerate(inp)]
-        res[stab] = V.flicker_ratio(inp, outs, masks)
+        res[stab] = video_metrics.flicker_ratio(inp, outs, masks)
     assert res[True] < res[False]
 
 
@@ -244,7 +248,7 @@ def test_video_file_no_face_frames_and_outside_hulls_kept(clip_run, clip_frames,
     for i in (0, 3):   # no-face frames: equal up to the H.264 round trip
         assert np.abs(res[i].astype(int) - clip_frames[i].astype(int)).mean() < 1.5
     i = 20
-    hull = V.hull_mask([f.landmarks for f in clip_faces[i]], clip_frames[i].shape)
+    hull = video_metrics.hull_mask([f.landmarks for f in clip_faces[i]], clip_frames[i].shape)
     d = np.abs(res[i].astype(int) - clip_frames[i].astype(int)).mean(axis=-1)
     assert d[hull].mean() > 40                     # the constant colour is there
     import cv2
@@ -334,16 +338,16 @@ def test_oversized_frames_refused(tmp_path):
 
 def test_target_image_checks(portrait_paths, sample_dir, tmp_path):
     al = CachedAligner()
-    assert V.check_target_image(portrait_paths[0], al).ndim == 3
+    assert pipeline.check_target_image(portrait_paths[0], al).ndim == 3
     with pytest.raises(DeidError, match="2 faces|faces"):
-        V.check_target_image(sample_dir / "inflight" / "Andrew_Morgan__Nick_Hague_inflight.jpg", al)
+        pipeline.check_target_image(sample_dir / "inflight" / "Andrew_Morgan__Nick_Hague_inflight.jpg", al)
     from PIL import Image
     blank = tmp_path / "blank.png"
     Image.fromarray(np.full((200, 200, 3), 128, np.uint8)).save(blank)
     with pytest.raises(DeidError, match="no face.*blank.png"):
-        V.check_target_image(blank, al)
+        pipeline.check_target_image(blank, al)
     with pytest.raises(DeidError, match="not found"):
-        V.check_target_image(tmp_path / "nope.jpg", al)
+        pipeline.check_target_image(tmp_path / "nope.jpg", al)
 
 
 def test_tiny_faces_fail_closed(clip_frames, clip_faces):
@@ -353,7 +357,7 @@ def test_tiny_faces_fail_closed(clip_frames, clip_faces):
                             V.VideoConfig(fail_closed=True, min_face=10_000))
     out, info = proc(clip_frames[i], 0.0)
     assert info["small_faces"] == 1 and info["obscured"] and info["fallback_faces"] == 1
-    hull = V.hull_mask([f.landmarks for f in clip_faces[i]], clip_frames[i].shape)
+    hull = video_metrics.hull_mask([f.landmarks for f in clip_faces[i]], clip_frames[i].shape)
     assert np.abs(out.astype(int) - clip_frames[i].astype(int))[hull].mean() > 5
 
 
@@ -419,7 +423,7 @@ def test_hamilton_clip_frames_fps_audio_hulls(shared_data, tmp_path):
             assert changed.any()                      # obscured (unreliable landmarks)
         else:
             n_face += 1
-            hull = V.hull_mask([x.landmarks for x in info["faces"]], f.shape)
+            hull = video_metrics.hull_mask([x.landmarks for x in info["faces"]], f.shape)
             assert changed.any() and not (changed & ~hull).any()   # only inside hulls
     assert n_face >= 20
     out = tmp_path / "h.mp4"
@@ -460,11 +464,11 @@ def test_multi_face_clip_keeps_size_and_audio(shared_data, tmp_path):
     for i, f in enumerate(frames):                    # several faces: changes only in hulls
         res, info = proc(f, i / 25)                   # (or in the box of an obscured face)
         changed = (res != f).any(axis=-1)
-        hull = V.hull_mask([x.landmarks for x in info["faces"] if x.reliable], f.shape)
+        hull = video_metrics.hull_mask([x.landmarks for x in info["faces"] if x.reliable], f.shape)
         for x in info["faces"]:
             if not x.reliable:
-                b = np.r_[np.minimum(V._expand(x.box, 1.6)[:2], x.landmarks.min(0)),
-                          np.maximum(V._expand(x.box, 1.6)[2:], x.landmarks.max(0))]
+                b = np.r_[np.minimum(video_tracking._expand(x.box, 1.6)[:2], x.landmarks.min(0)),
+                          np.maximum(video_tracking._expand(x.box, 1.6)[2:], x.landmarks.max(0))]
                 x0, y0 = np.floor(np.maximum(b[:2], 0)).astype(int)
                 hull[y0:int(np.ceil(b[3])), x0:int(np.ceil(b[2]))] = True
         assert not (changed & ~hull).any() and (info["n_faces"] == 0 or changed.any())
@@ -540,7 +544,7 @@ def test_pcm_audio_is_reencoded_to_aac(tmp_path):
 
 
 # ----------------------------------------------------------------------------------------
-# With a (untrained) generator checkpoint through inference.Deidentifier.
+# With a (untrained) generator checkpoint through pipeline.Deidentifier.
 
 @pytest.fixture(scope="module")
 def untrained_ckpt(tmp_path_factory) -> Path:
@@ -557,14 +561,14 @@ def untrained_ckpt(tmp_path_factory) -> Path:
 def test_checkpoint_pipeline_targets_per_track(untrained_ckpt, clip_frames, portrait_paths,
                                                sample_dir, tmp_path, capsys):
     from deid_core.cli import main
-    aligner, net = V.build_pipeline(untrained_ckpt)
-    assert isinstance(net, V.DeidentifierNet) and net.target is None
+    aligner, net = pipeline.build_pipeline(untrained_ckpt)
+    assert isinstance(net, pipeline.DeidentifierNet) and net.target is None
     proc = V.FrameProcessor(CachedAligner(), net, V.VideoConfig())
     for i in range(48, 52):                          # two faces: two tracks, two targets
         out, info = proc(clip_frames[i], i / 25)
     trs = [t for t in proc.tracks if not t.missed]
     assert len(trs) == 2 and not np.allclose(trs[0].target, trs[1].target)
-    hull = V.hull_mask([f.landmarks for f in info["faces"]], out.shape)
+    hull = video_metrics.hull_mask([f.landmarks for f in info["faces"]], out.shape)
     changed = (out != clip_frames[51]).any(-1)
     assert changed.any() and not (changed & ~hull).any()
     # CLI with a target photo; a target with two faces is refused, naming the file

@@ -9,19 +9,26 @@
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Sequence, Callable
 
 import cv2
 import numpy as np
 import pandas as pd
 
+from deid_core import paths
 from deid_core.errors import DeidError
 from deid_core.evaluate import metrics
+from deid_core.evaluate.conditions import baseline_transforms, deid_transform, load_faces
+from deid_core.evaluate.faces import LandmarkDetector
+from deid_core.evaluate.table_writer import write_table
+
 
 # generic 3-D model points (mm) for landmarks 30 (nose tip), 8 (chin), 36, 45 (outer eye
 # corners), 48, 54 (mouth corners) — the usual solvePnP head-pose set
 MODEL_3D = np.array([[0.0, 0.0, 0.0], [0.0, -330.0, -65.0], [-225.0, 170.0, -135.0],
                      [225.0, 170.0, -135.0], [-150.0, -150.0, -125.0], [150.0, -150.0, -125.0]])
+
+
 POSE_IDX = [30, 8, 36, 45, 48, 54]
 
 
@@ -53,7 +60,6 @@ def attribute_preservation(inputs: Sequence[np.ndarray], outputs: Sequence[np.nd
 
     Inputs without a detected face are skipped (counted in ``n_input_faces``).
     """
-    from deid_core.evaluate.faces import LandmarkDetector
     if len(inputs) != len(outputs):
         raise DeidError(f"{len(inputs)} inputs but {len(outputs)} outputs")
     detector = detector or LandmarkDetector()
@@ -83,8 +89,6 @@ def attribute_preservation(inputs: Sequence[np.ndarray], outputs: Sequence[np.nd
 def attributes_table(inputs: Sequence[np.ndarray], outputs_by_method: dict[str, Sequence[np.ndarray]],
                      name: str = "attributes", notes: Sequence[str] = ()) -> pd.DataFrame:
     """One row per method → ``results/tables/NAME.csv|md`` (no paper numbers: beyond the paper)."""
-    from deid_core.evaluate.faces import LandmarkDetector
-    from deid_core.evaluate.tables import write_table
     det = LandmarkDetector()
     rows = []
     for method, outs in outputs_by_method.items():
@@ -100,3 +104,18 @@ def attributes_table(inputs: Sequence[np.ndarray], outputs_by_method: dict[str, 
         "Head pose: solvePnP of 6 landmarks on a generic 3-D face; mean absolute angle difference.",
         *notes])
     return df
+
+
+def run_attributes(images_dir: str | None = None, checkpoint: str | None = None, max_images: int | None = 16,
+                   name: str = "attributes"):
+    """Attribute preservation (``deid eval attributes``) for de-ID (if a checkpoint) and the baselines."""
+    ims, lms, _ = load_faces(images_dir or str(paths.sample_dir() / "portraits"), max_images)
+    outs = {}
+    if checkpoint:
+        fn = deid_transform(checkpoint)
+        outs["deid"] = [fn(im, lm) for im, lm in zip(ims, lms)]
+    bt, _ = baseline_transforms(ims, lms)
+    for k, fn in bt.items():
+        outs[k] = [fn(im, lm) for im, lm in zip(ims, lms)]
+    return attributes_table(ims, outs, name=name,
+                            notes=[] if checkpoint else ["No de-ID rows: no checkpoint given."])

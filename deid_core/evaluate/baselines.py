@@ -17,6 +17,8 @@ import numpy as np
 
 from deid_core.errors import DeidError
 from deid_core.evaluate import metrics
+from deid_core.face import Face, FaceAligner
+
 
 PAPER_TABLE3_OURS_RGB = (2.72, 2.35, 3.92)  # "Our high" RGB distances, paper Table 3
 
@@ -24,7 +26,6 @@ PAPER_TABLE3_OURS_RGB = (2.72, 2.35, 3.92)  # "Our high" RGB distances, paper Ta
 def face_weight(shape: tuple[int, ...], landmarks: np.ndarray, feather: float = 0.08) -> np.ndarray:
     """H×W float32 merge weight: 1 inside the landmarks' convex hull, feathered to 0 at its edge
     (the align helper's ``hull_weight``)."""
-    from deid_core.align import FaceAligner
     H, W = shape[:2]
     out = np.zeros((H, W), np.float32)
     hw = FaceAligner(feather=feather).hull_weight(landmarks, (H, W))
@@ -112,7 +113,6 @@ def swap_transform(donors: Sequence[np.ndarray], donor_landmarks: Sequence[np.nd
     ``net.threshold``, the one with the smallest mean absolute difference between aligned crops
     is warped into the source's aligned crop and merged in the hull (``FaceAligner.process``).
     """
-    from deid_core.align import Face, FaceAligner
     aligner = aligner or FaceAligner(size=128)
     crops = np.stack([aligner.warp(d, aligner.transform(lm)) for d, lm in zip(donors, donor_landmarks)])
     donor_embeddings = np.asarray(donor_embeddings, np.float32)

@@ -17,7 +17,7 @@ import numpy as np
 
 from deid_core import paths
 from deid_core.errors import DeidError
-from deid_core.align import read_image
+from deid_core.face import read_image
 from deid_core.evaluate.faces import Dataset
 
 ImageTransform = Callable[[np.ndarray, np.ndarray], np.ndarray]

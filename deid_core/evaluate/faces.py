@@ -17,8 +17,9 @@ from typing import Callable, Sequence
 import numpy as np
 
 from deid_core import paths
-from deid_core.align import IMAGE_SUFFIXES, read_image
+from deid_core.face import IMAGE_SUFFIXES, read_image
 from deid_core.errors import DeidError
+from deid_core.face import FaceAligner
 
 
 
@@ -61,13 +62,12 @@ def scan_folder_dataset(root: str | os.PathLike, max_identities: int | None = No
 class LandmarkDetector:
     """Largest face's 68 landmarks in an RGB image, or ``None``.
 
-    Uses the align helper's :class:`~deid_core.align.FaceAligner` (dlib HOG + 68-point predictor);
+    Uses the align helper's :class:`~deid_core.face.FaceAligner` (dlib HOG + 68-point predictor);
     images whose short side is below ``upsample_below`` px (e.g. CelebA aligned at 89×109) are
     searched with one level of detector upsampling.
     """
 
     def __init__(self, upsample_below: int = 160) -> None:
-        from deid_core.align import FaceAligner
         self.upsample_below = upsample_below
         self._aligners = {0: FaceAligner(upsample=0), 1: FaceAligner(upsample=1)}
 

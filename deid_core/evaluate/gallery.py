@@ -15,17 +15,15 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence, Callable
 
 import numpy as np
 
 from deid_core import paths
 from deid_core.errors import DeidError
-
-
-def _normalise(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, np.float32)
-    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+from deid_core.evaluate.conditions import load_evaluators
+from deid_core.evaluate.embed import embed_files
+from deid_core.evaluate.faces import dataset_landmarks, scan_folder_dataset
 
 
 @dataclass
@@ -102,6 +100,11 @@ class GalleryIndex:
                 raise DeidError("give true_names or true_index")
             true_index = self.index_of(true_names)
         return rank_probes(self.means, probes, true_index, batch=batch)
+
+
+def _normalise(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
 def rank_probes(gallery: np.ndarray, probes: np.ndarray, true_index: np.ndarray,
@@ -202,3 +205,12 @@ def split_probes(identities: Sequence[str], max_probes_per_identity: int = 10,
         probe.extend(members[:k].tolist())
         gallery.extend(members[k:].tolist())
     return np.sort(np.array(probe, np.int64)), np.sort(np.array(gallery, np.int64))
+
+
+def run_gallery(dataset: str, out: str, evaluator: str = "sface", weights: str | None = None,
+                chunk: int = 512):
+    """Build a gallery index (``deid eval gallery``) from any folder-per-person dataset."""
+    ds = scan_folder_dataset(dataset)
+    lm, _ = dataset_landmarks(ds)
+    net = load_evaluators([evaluator], weights)[0]
+    return build_gallery(ds, lambda f: embed_files(net, ds, lm, f, progress=False), out, chunk=chunk)

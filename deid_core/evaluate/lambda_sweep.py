@@ -6,16 +6,20 @@ trained with different λ: pass ``transforms = {λ: fn(image, landmarks) -> imag
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence, Callable
 
 import numpy as np
 import pandas as pd
 
 from deid_core import paths
-from deid_core.align import FaceAligner
 from deid_core.errors import DeidError
 from deid_core.evaluate import metrics
+from deid_core.evaluate.conditions import (DEFAULT_EVALUATORS, deid_transform, load_evaluators,
+                                           load_faces)
 from deid_core.evaluate.naturalness import NaturalnessMeter, summarize
+from deid_core.evaluate.table_writer import write_table
+from deid_core.face import FaceAligner
+from deid_core.paths import results_dir
 
 
 def lambda_sweep(images: Sequence[np.ndarray], landmarks: Sequence[np.ndarray],
@@ -34,7 +38,6 @@ def lambda_sweep(images: Sequence[np.ndarray], landmarks: Sequence[np.ndarray],
     """
     import matplotlib.pyplot as plt
     from scipy.stats import spearmanr
-    from deid_core.evaluate.tables import results_dir, write_table
     if not transforms:
         raise DeidError("no λ settings given")
     lams = sorted(transforms)
@@ -112,3 +115,12 @@ def _save(fig, path: Path) -> None:
     with paths.atomic_write(path) as tmp:
         fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
+
+
+def run_lambda(images_dir: str | None, checkpoints: dict[float, str], evaluators: Sequence[str] = DEFAULT_EVALUATORS,
+               max_images: int | None = 4, weights: str | None = None, name: str = "fig9_lambda"):
+    """Fig. 9 (``deid eval lambda``): ``checkpoints`` maps λ to a checkpoint (the same path for
+    every λ = one λ-conditioned model)."""
+    ims, lms, names = load_faces(images_dir or str(paths.sample_dir() / "portraits"), max_images)
+    transforms = {lam: deid_transform(ck, lam=lam) for lam, ck in checkpoints.items()}
+    return lambda_sweep(ims, lms, transforms, load_evaluators(evaluators, weights), name=name, labels=names)

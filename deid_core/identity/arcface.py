@@ -43,6 +43,7 @@ from deid_core import paths
 from deid_core.errors import DeidError
 from deid_core.identity import chips as C
 from deid_core.identity.base import IdentityInfo, IdentityNetwork
+from deid_core.identity.sface import _batched_model
 
 ENV_WEIGHTS = "DEID_ARCFACE_WEIGHTS"
 ENV_DOWNLOAD = "DEID_ARCFACE_DOWNLOAD"
@@ -152,7 +153,6 @@ class ArcFace(IdentityNetwork):
         self.batched = shape[0] is None
         session = None
         if not self.batched:  # fixed batch 1: try freeing the batch dimension
-            from deid_core.identity.sface import _batched_model
             try:
                 session = ort.InferenceSession(_batched_model(self.path), opts, providers=providers)
                 name = session.get_inputs()[0].name

@@ -45,6 +45,7 @@ import torch.nn.functional as F
 
 from deid_core import paths
 from deid_core.errors import DeidError
+from deid_core.identity.dlib_reader import read_dlib_network
 
 DAT_NAME = "dlib_face_recognition_resnet_model_v1.dat"
 WEIGHTS_FORMAT = "deid-dlib-resnet29-v1"   # .pt written by export_dlib_weights
@@ -174,7 +175,6 @@ def _sha256(path: Path) -> str:
 def _state_from_dat(dat: Path) -> dict[str, torch.Tensor]:
     """fp32 state dict of the port from dlib's ``.dat``, parsed once and cached as
     ``<cache_dir>/dlib_resnet_<sha256[:16]>.pt``."""
-    from deid_core.identity.dlib_reader import read_dlib_network
     cache = paths.cache_dir() / f"dlib_resnet_{_sha256(dat)[:16]}.pt"
     if cache.is_file():
         try:

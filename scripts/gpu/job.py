@@ -46,12 +46,12 @@ import torch  # noqa: E402
 
 import shards  # noqa: E402
 from deid_core import __version__  # noqa: E402
-from deid_core.align import AlignConfig, Face, FaceAligner, template_landmarks  # noqa: E402
+from deid_core.face import AlignConfig, Face, FaceAligner, template_landmarks  # noqa: E402
 from deid_core.augment import distort  # noqa: E402
 from deid_core.errors import DeidError  # noqa: E402
 from deid_core.identity.dlib_net import DlibIdentity  # noqa: E402
-from deid_core.inference import Deidentifier, load_checkpoint  # noqa: E402
-from deid_core.model import Generator, ModelConfig  # noqa: E402
+from deid_core.pipeline import Deidentifier  # noqa: E402
+from deid_core.model import Generator, ModelConfig, load_checkpoint  # noqa: E402
 from deid_core.train import TrainConfig, Trainer  # noqa: E402
 
 MiB = 1 << 20

@@ -32,11 +32,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import shards  # noqa: E402
 from deid_core import paths  # noqa: E402
-from deid_core.align import (IMAGE_SUFFIXES, AlignConfig, FaceAligner, read_face_index,  # noqa: E402
-                             read_image)
+from deid_core.face import IMAGE_SUFFIXES, AlignConfig, FaceAligner, read_image  # noqa: E402
+from deid_core.train import read_face_index  # noqa: E402
 from deid_core.errors import DeidError  # noqa: E402
 from deid_core.identity.dlib_resnet import export_dlib_weights  # noqa: E402
-from deid_core.inference import load_checkpoint  # noqa: E402
+from deid_core.model import load_checkpoint  # noqa: E402
 
 MiB = 1 << 20
 REPO = paths.REPO_ROOT

@@ -3,8 +3,9 @@
 :class:`Deidentifier` = checkpoint (generator + config) + frozen identity network + face
 aligner + device. ``embed_target(image)`` gives the target's descriptor (the same way as in
 training: aligned crop → differentiable dlib chip → descriptor); ``net_fn(emb, λ)`` is the
-callable for :meth:`deid_core.align.FaceAligner.process` (step e); ``__call__`` runs the whole
-pipeline on one frame.
+callable for :meth:`deid_core.face.FaceAligner.process` (step e); ``__call__`` runs the whole
+pipeline on one frame. :func:`build_pipeline` wires a model for ``deid video`` / ``deid live``
+(:class:`DeidentifierNet`: one target per face track).
 
 λ: a λ-conditioned checkpoint takes any λ ≥ 0 at call time (``None``: the λ it
 was saved with, default 2e-6); a fixed-λ checkpoint ignores ``lam`` (``info["lam"]`` tells
@@ -12,6 +13,7 @@ which λ it was trained with).
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import warnings
 from pathlib import Path
@@ -22,10 +24,18 @@ import torch
 
 from deid_core import paths
 from deid_core.errors import DeidError
-from deid_core.model import Generator, ModelConfig, add_source_detail
+from deid_core.face import (DEFAULT_DETECTOR, AlignConfig, Face, FaceAligner, NetFn,
+                            passthrough_net, read_image, template_landmarks, to_rgb_uint8,
+                            write_image)
+from deid_core.identity import IdentityNetwork, load_identity_network
+from deid_core.model import (Generator, ModelConfig, add_source_detail, load_checkpoint,
+                             resolve_device, to_tensor, to_uint8)
 from deid_core.recipe import RecipeConfig, dial
 
+
 DEFAULT_LAM = 2e-6
+
+
 #: largest λ accepted at inference: 50× the top of the starter's training range (2e-5); the
 #: paper's λ runs from 1e-7 to 2e-6 (§4, Fig. 9). Anything above is a typo, not a setting.
 MAX_LAM = 1e-3
@@ -71,54 +81,6 @@ def configure_threads(threads: int | None = None) -> int:
     return n
 
 
-def load_checkpoint(path: str | os.PathLike) -> dict:
-    """Read a ``.pt`` checkpoint on the CPU (full training checkpoints or fp16 weights-only)."""
-    path = Path(path)
-    if not path.is_file():
-        raise DeidError(f"checkpoint not found: {path}")
-    try:
-        ck = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:
-        try:   # full training checkpoints also hold numpy RNG states
-            ck = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as exc:
-            raise DeidError(f"cannot read checkpoint {path}: {exc}") from exc
-    if not isinstance(ck, dict) or "generator" not in ck or "config" not in ck:
-        raise DeidError(f"{path} is not a deid checkpoint (needs 'config' and 'generator')")
-    return ck
-
-
-def export_weights(src: str | os.PathLike, dst: str | os.PathLike, half: bool = True,
-                   lam: float | None = None, overwrite: bool = False,
-                   detail_sigma: float | None = None) -> Path:
-    """Weights-only copy of a training checkpoint (generator + config + λ state), fp16 by
-    default. ``lam`` sets the default λ of a λ-conditioned model (used when none is given);
-    ``detail_sigma`` sets the model's source-detail transfer (0 = off)."""
-    from deid_core.train import atomic_save
-    src, dst = Path(src), Path(dst)
-    if dst.exists() and (not overwrite or dst.resolve() == src.resolve()):
-        raise DeidError(f"{dst} exists: choose another output (or --overwrite; never the input)")
-    ck = load_checkpoint(src)
-    weights = ck.get("generator_ema") or ck["generator"]      # EMA weights when trained with them
-    gen = {k: (v.half() if half and v.is_floating_point() else v) for k, v in weights.items()}
-    lam_state = {k: v for k, v in ck.get("lam_state", {}).items() if k != "schedule"}
-    lam_state["schedule"] = [list(map(float, s)) for s in ck.get("lam_state", {}).get("schedule", [])]
-    if lam is not None:
-        if not ck["config"]["model"].get("lam_cond"):
-            raise DeidError("--lam sets the default λ of a λ-conditioned checkpoint; "
-                            f"{src} was trained with a fixed λ")
-        if not np.isfinite(lam) or lam < 0:
-            raise DeidError(f"λ must be a finite number ≥ 0, got {lam}")
-        lam_state["lam"] = float(lam)
-    cfg = {"model": dict(ck["config"]["model"]), "recipe": ck["config"].get("recipe")}
-    if detail_sigma is not None:
-        if not np.isfinite(detail_sigma) or detail_sigma < 0:
-            raise DeidError(f"detail σ must be a finite number ≥ 0, got {detail_sigma}")
-        cfg["model"]["detail_sigma"] = float(detail_sigma)
-    return atomic_save({"config": cfg, "generator": gen, "step": int(ck.get("step", 0)),
-                        "lam_state": lam_state, "deid_version": ck.get("deid_version")}, Path(dst))
-
-
 class Deidentifier:
     """One trained generator ready for frames: see the module docstring."""
 
@@ -133,12 +95,10 @@ class Deidentifier:
         self.lam_state = dict(lam_state or {})
         self.source = source
         if aligner is None:
-            from deid_core.align import AlignConfig, FaceAligner
             aligner = FaceAligner(AlignConfig(size=self.size))
         if aligner.size != self.size:
             raise DeidError(f"aligner crops are {aligner.size}² but the model needs {self.size}²")
         self.aligner = aligner
-        from deid_core.align import template_landmarks
         self.crop_landmarks = template_landmarks(self.size, aligner.config.margin)
 
     @classmethod
@@ -153,12 +113,9 @@ class Deidentifier:
             G.load_state_dict(state)
         except RuntimeError as exc:
             raise DeidError(f"{path}: generator weights do not match its config: {exc}") from exc
-        dev = torch.device(device)
-        if dev.type == "cuda" and not torch.cuda.is_available():
-            raise DeidError(f"device '{device}' requested but CUDA is not available")
+        dev = resolve_device(str(device))
         G = G.to(dev).requires_grad_(False)
         if identity is None:
-            from deid_core.identity import load_identity_network
             identity = load_identity_network("dlib", device=str(dev))
         return cls(G, identity, aligner, dev, ck.get("lam_state"), source=str(path))
 
@@ -166,14 +123,12 @@ class Deidentifier:
     @torch.no_grad()
     def embed_crops(self, crops: np.ndarray) -> np.ndarray:
         """Descriptors (N×D float32) of aligned uint8 crops N×S×S×3, as in training."""
-        from deid_core.data import to_tensor
         x = torch.stack([to_tensor(np.ascontiguousarray(c)) for c in crops]).to(self.device)
         chips = self.identity.crop_to_chip_tensor(x, self.crop_landmarks)
         return self.identity.embed_tensor(chips).float().cpu().numpy()
 
     def embed_target(self, image: np.ndarray | str | os.PathLike, name: str | None = None) -> np.ndarray:
         """The target's descriptor (D,) from an image holding exactly one face."""
-        from deid_core.align import read_image, to_rgb_uint8
         if isinstance(image, (str, os.PathLike)):
             name = name or str(image)
             image = read_image(image)
@@ -222,7 +177,6 @@ class Deidentifier:
         """Step e for :meth:`FaceAligner.process`: crops uint8 N×S×S×3 →
         (images uint8 N×S×S×3, masks float32 N×S×S). ``target_embedding=None``: each face is
         its own target (the training setting)."""
-        from deid_core.data import to_tensor, to_uint8
         lam_value, _ = self.resolve_lam(lam)
         target = None
         if target_embedding is not None:
@@ -246,11 +200,11 @@ class Deidentifier:
         return net
 
     def __call__(self, frame: np.ndarray, target_embedding: np.ndarray | None,
-                 lam: float | None = None) -> tuple[np.ndarray, dict]:
-        """De-identify every face of one RGB frame; ``info`` from ``FaceAligner.process``
-        plus ``lam`` (used) and ``lam_ignored``."""
+                 lam: float | None = None, faces: list | None = None) -> tuple[np.ndarray, dict]:
+        """De-identify every face of one RGB frame (``faces``: already detected ones, no
+        detection); ``info`` from ``FaceAligner.process`` plus ``lam`` (used) and ``lam_ignored``."""
         lam_value, ignored = self.resolve_lam(lam)
-        out, info = self.aligner.process(frame, self.net_fn(target_embedding, lam))
+        out, info = self.aligner.process(frame, self.net_fn(target_embedding, lam), faces=faces)
         info["lam"], info["lam_ignored"] = lam_value, ignored
         return out, info
 
@@ -261,10 +215,9 @@ def deidentify_image(src: str | os.PathLike, dst: str | os.PathLike,
                      detector: dict | None = None) -> dict:
     """``deid image``: read ``src``, de-identify every face, write ``dst`` atomically
     (``checkpoint`` None: the starter checkpoint, :func:`deid_core.paths.resolve_checkpoint`). ``detector``:
-    :class:`~deid_core.align.AlignConfig` overrides (``detector``, ``upsample``, ...; default:
+    :class:`~deid_core.face.AlignConfig` overrides (``detector``, ``upsample``, ...; default:
     the shared defaults). Faces with unreliable landmarks are obscured (``n_obscured``)."""
     import dataclasses
-    from deid_core.align import FaceAligner, read_image, write_image
     check_lam(lam)
     src, dst = Path(src), Path(dst)
     if not src.is_file():
@@ -283,3 +236,104 @@ def deidentify_image(src: str | os.PathLike, dst: str | os.PathLike,
     return {"output": str(dst), "n_faces": info["n_faces"], "n_obscured": info["n_obscured"],
             "lam": info["lam"], "lam_ignored": info["lam_ignored"],
             "target": str(target) if target else "self"}
+
+
+def embed_image(image, network: str | IdentityNetwork = "dlib", detector: str = "hog",
+                upsample: int = 1, device: str = "cpu") -> list[dict]:
+    """Detect every face (:meth:`deid_core.face.FaceAligner.detect`: 68 landmarks) and embed
+    each with ``network`` (its own chip alignment). Returns one dict per face, largest first:
+    ``{"box": [x0, y0, x1, y1], "score": s, "embedding": [...]}``."""
+    img = read_image(image) if not isinstance(image, np.ndarray) else to_rgb_uint8(image)
+    net = load_identity_network(network, device=device) if isinstance(network, str) else network
+    faces = FaceAligner(detector=detector, upsample=upsample).detect(img)
+    emb = net.embed_faces(img, [f.landmarks for f in faces])
+    return [{"box": [round(float(v), 2) for v in f.box], "score": round(float(f.score), 4),
+             "embedding": [round(float(v), 7) for v in e]} for f, e in zip(faces, emb)]
+
+
+# ----------------------------------------------------------------------------------------
+# Model wiring for `deid video` / `deid live` (one target embedding per face track).
+
+class DeidentifierNet:
+    """Wraps ``pipeline.Deidentifier``: one target embedding for all tracks (``--target``),
+    or, without one, each track's first appearance as its target, embedded once and kept for
+    the whole track (§3: "a target image, which is any image of the person in the video").
+    """
+
+    def __init__(self, deid: Any, lam: float | None = None, target_embedding: Any = None):
+        self.deid, self.lam, self.target = deid, lam, target_embedding
+        self._nets: dict[int, tuple[Any, NetFn]] = {}
+
+    def target_for(self, frame: np.ndarray, face: Any) -> Any:
+        if self.target is not None:
+            return self.target
+        al = self.deid.aligner          # the model's own crop (size, margin, template)
+        crop = al.warp(frame, al.transform(face.landmarks))
+        return self.deid.embed_crops(crop[None])[0]
+
+    def net_for(self, target: Any) -> NetFn:
+        key = id(target)
+        if key not in self._nets:
+            self._nets[key] = (target, self.deid.net_fn(target, self.lam))
+        return self._nets[key][1]
+
+
+# ----------------------------------------------------------------------------------------
+# Model wiring for the CLI (one place: `deid video`, `deid live`, notebooks).
+def check_target_image(path: str | os.PathLike, aligner: FaceAligner) -> np.ndarray:
+    """Read a target photo and require exactly one detectable face in it (§3: "a target
+    image, which is any image of the person"). Returns the RGB image."""
+    return target_face(path, aligner)[0]
+
+
+def target_face(path: str | os.PathLike, aligner: FaceAligner) -> tuple[np.ndarray, Face]:
+    """The target photo (RGB) and its one face, detected once (:func:`check_target_image`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DeidError(f"target image not found: {path}")
+    img = read_image(path)
+    faces = aligner.detect(img)
+    n = len(faces)
+    if n == 0:
+        raise DeidError(f"no face found in the target image {path}: give a photo of the person "
+                        f"with one clearly visible face")
+    if n > 1:
+        raise DeidError(f"the target image {path} shows {n} faces: give a photo with exactly one "
+                        f"face (crop it to the person)")
+    return img, faces[0]
+
+
+def build_pipeline(checkpoint: str | os.PathLike | None, target: str | os.PathLike | None = None,
+                   lam: float | None = None, device: str = "cpu", passthrough: bool = False,
+                   detector: str | None = None, upsample: int = 0, detect_scale: float = 1.0,
+                   upscale_every: int = 1) -> tuple[FaceAligner, NetFn]:
+    """The ``(aligner, net)`` pair for :func:`deidentify_video` / :func:`run_live`.
+
+    With a checkpoint (None: the committed starter checkpoint when present):
+    ``pipeline.Deidentifier`` and the target's embedding (or, without
+    ``target``, each face track's own first appearance). ``passthrough=True`` runs the
+    pipeline with the identity network (debugging; nothing is de-identified). ``upscale_every``
+    runs YuNet's 2× pass on every n-th detection only (live: speed).
+    """
+    detector = detector or DEFAULT_DETECTOR
+    if passthrough:
+        aligner = FaceAligner(AlignConfig(detector=detector, upsample=upsample,
+                                          detect_scale=detect_scale, upscale_every=upscale_every))
+        return aligner, passthrough_net
+    try:
+        ckpt = paths.resolve_checkpoint(checkpoint)
+    except DeidError as exc:
+        raise DeidError(f"{exc}, or --passthrough to test the pipeline without "
+                        "de-identification") from None
+    if not ckpt.is_file():
+        raise DeidError(f"checkpoint not found: {ckpt}")
+    deid = Deidentifier.from_checkpoint(ckpt, device)
+    # one aligner: the model's crop (size, margin, template) with the chosen detector
+    deid.aligner = FaceAligner(dataclasses.replace(deid.aligner.config, detector=detector,
+                                                   upsample=upsample, detect_scale=detect_scale,
+                                                   upscale_every=upscale_every))
+    emb = None
+    if target:                # the one target face, detected once, cropped as in training
+        img, face = target_face(target, deid.aligner)
+        emb = deid.embed_crops(deid.aligner.warp(img, deid.aligner.transform(face.landmarks))[None])[0]
+    return deid.aligner, DeidentifierNet(deid, lam=lam, target_embedding=emb)

@@ -1,4 +1,4 @@
-"""Training datasets: aligned-face caches written by :func:`deid_core.align.prepare_faces`
+"""Training datasets: aligned-face caches written by :func:`deid_core.train.prepare.prepare_faces`
 (one or several sources mixed), and a tiny in-memory dataset for tests and demos.
 
 Items are float32 tensors 3×S×S in [−1, 1] (RGB). Batches are drawn by
@@ -17,21 +17,9 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from deid_core.errors import DeidError
-
-
-def to_tensor(img: np.ndarray) -> torch.Tensor:
-    """uint8 H×W×3 RGB → float32 3×H×W in [−1, 1]."""
-    if not (isinstance(img, np.ndarray) and img.dtype == np.uint8 and img.ndim == 3
-            and img.shape[2] == 3):
-        raise DeidError(f"expected a uint8 H×W×3 RGB image, got "
-                        f"{getattr(img, 'shape', None)} {getattr(img, 'dtype', type(img))}")
-    return torch.from_numpy(np.array(img, copy=True)).permute(2, 0, 1).float() / 127.5 - 1
-
-
-def to_uint8(x: torch.Tensor) -> np.ndarray:
-    """float 3×H×W or N×3×H×W in [−1, 1] → uint8 H×W×3 / N×H×W×3 RGB."""
-    x = ((x.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu()
-    return x.permute(*(range(x.dim() - 3)), -2, -1, -3).numpy()
+from deid_core.model import to_tensor
+from deid_core.face import read_image
+from deid_core.train.prepare import read_face_index
 
 
 class FaceCacheDataset(Dataset):
@@ -44,7 +32,6 @@ class FaceCacheDataset(Dataset):
     def __init__(self, roots: str | Path | Sequence[str | Path], size: int | None = None,
                  exclude_persons: Sequence[str] = (), limit: int | None = None,
                  preload: bool = False):
-        from deid_core.align import read_face_index
         roots = [roots] if isinstance(roots, (str, Path)) else list(roots)
         if not roots:
             raise DeidError("no face cache given")
@@ -55,7 +42,7 @@ class FaceCacheDataset(Dataset):
             meta_path = root / "meta.json"
             if not meta_path.is_file():
                 raise DeidError(f"{root} is not a face cache (no meta.json): run "
-                                f"`deid prepare` / align.prepare_faces first")
+                                f"`deid prepare` / train.prepare_faces first")
             meta = json.loads(meta_path.read_text(encoding="utf-8"))
             if size is None:
                 size = int(meta["size"])
@@ -81,7 +68,6 @@ class FaceCacheDataset(Dataset):
         return self._read(i).float() / 127.5 - 1
 
     def _read(self, i: int) -> torch.Tensor:
-        from deid_core.align import read_image
         path = self.records[i][0]
         img = read_image(path)
         if img.shape[:2] != (self.size, self.size):

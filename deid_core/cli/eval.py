@@ -1,9 +1,13 @@
-"""``deid eval ...`` subcommands (argument parsing only; runners import lazily and call
-:mod:`deid_core.evaluate.run` / :mod:`deid_core.evaluate.user_study`)."""
+"""``deid eval ...``: the paper's tables (§4). Argument parsing only; each runner imports its table
+module lazily, so ``deid --help`` stays fast.
+"""
 from __future__ import annotations
 
 import argparse
 import json
+
+from deid_core.errors import DeidError
+
 
 EVALUATORS = ["facenet-casia", "sface", "arcface", "facenet-vggface2", "dlib"]
 
@@ -32,7 +36,9 @@ def _kw(args, **extra) -> dict:
     return kw
 
 
-def add_eval_subcommands(p: argparse.ArgumentParser) -> None:
+def add_eval(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval", help="reproduce the paper's evaluation: lfw (Table 5), rank (Table 4), "
+                                    "table3, lambda (Fig. 9), attributes, gallery, user-study (Table 2)")
     sub = p.add_subparsers(dest="eval_command", metavar="TABLE")
 
     q = sub.add_parser("lfw", help="Table 5: LFW verification TPR@FAR and 10-fold accuracy")
@@ -44,7 +50,8 @@ def add_eval_subcommands(p: argparse.ArgumentParser) -> None:
     _common(q)
 
     def run_lfw(a):
-        from deid_core.evaluate.run import DEFAULT_EVALUATORS, run_lfw
+        from deid_core.evaluate.conditions import DEFAULT_EVALUATORS
+        from deid_core.evaluate.lfw import run_lfw
         df = run_lfw(a.evaluator or list(DEFAULT_EVALUATORS), a.lfw, a.pairs, a.per_fold, a.checkpoint,
                      not a.no_baselines, a.weights, a.far, a.seed, **_kw(a, lam=a.lam))
         print(df.to_string(index=False))
@@ -62,7 +69,7 @@ def add_eval_subcommands(p: argparse.ArgumentParser) -> None:
     _common(q, multi=False)
 
     def run_rank(a):
-        from deid_core.evaluate.run import run_rank
+        from deid_core.evaluate.rank import run_rank
         df = run_rank(a.evaluator, a.lfw, a.extra, a.checkpoint, not a.no_baselines, a.weights,
                       a.probe_identities, a.max_probes, a.max_gallery_images, a.max_extra_identities,
                       a.seed, **_kw(a, lam=a.lam))
@@ -77,7 +84,7 @@ def add_eval_subcommands(p: argparse.ArgumentParser) -> None:
     q.add_argument("--weights")
 
     def run_gallery(a):
-        from deid_core.evaluate.run import run_gallery
+        from deid_core.evaluate.gallery import run_gallery
         g = run_gallery(a.dataset, a.out, a.evaluator, a.weights)
         print(json.dumps({"identities": len(g), "dim": int(g.means.shape[1]), "out": a.out}))
         return 0
@@ -90,10 +97,11 @@ def add_eval_subcommands(p: argparse.ArgumentParser) -> None:
     _common(q)
 
     def run_t3(a):
-        from deid_core.evaluate.run import DEFAULT_EVALUATORS, run_table3
-        df, _ = run_table3(a.images, a.checkpoint, a.evaluator or list(DEFAULT_EVALUATORS), a.donors,
-                           a.max_images, a.weights, **_kw(a, lam=a.lam))
-        print(df.to_string(index=False))
+        from deid_core.evaluate.conditions import DEFAULT_EVALUATORS
+        from deid_core.evaluate.distances import run_table3
+        t3 = run_table3(a.images, a.checkpoint, a.evaluator or list(DEFAULT_EVALUATORS), a.donors,
+                        a.max_images, a.weights, **_kw(a, lam=a.lam))
+        print(t3.table.to_string(index=False))
         return 0
     q.set_defaults(func=run_t3)
 
@@ -105,8 +113,8 @@ def add_eval_subcommands(p: argparse.ArgumentParser) -> None:
     _common(q, lam=False)
 
     def run_lam(a):
-        from deid_core.errors import DeidError
-        from deid_core.evaluate.run import DEFAULT_EVALUATORS, run_lambda
+        from deid_core.evaluate.conditions import DEFAULT_EVALUATORS
+        from deid_core.evaluate.lambda_sweep import run_lambda
         ck = {float(s.split("=", 1)[0]): s.split("=", 1)[1] for s in (a.pair or [])}
         if a.lams:
             if not a.checkpoint:
@@ -129,9 +137,8 @@ def add_eval_subcommands(p: argparse.ArgumentParser) -> None:
     _common(q, lam=False)
 
     def run_nat(a):
-        from deid_core.errors import DeidError
         from deid_core.evaluate.naturalness import run_naturalness
-        from deid_core.evaluate.run import DEFAULT_EVALUATORS
+        from deid_core.evaluate.conditions import DEFAULT_EVALUATORS
         models = [(a.checkpoint, lam) for lam in (a.lam or [None])] if a.checkpoint else []
         if a.lam and not a.checkpoint:
             raise DeidError("--lam needs --checkpoint (a λ-conditioned model)")
@@ -148,7 +155,7 @@ def add_eval_subcommands(p: argparse.ArgumentParser) -> None:
     q.add_argument("--name")
 
     def run_attr(a):
-        from deid_core.evaluate.run import run_attributes
+        from deid_core.evaluate.attributes import run_attributes
         print(run_attributes(a.images, a.checkpoint, a.max_images, **_kw(a)).to_string(index=False))
         return 0
     q.set_defaults(func=run_attr)
@@ -183,18 +190,17 @@ def add_eval_subcommands(p: argparse.ArgumentParser) -> None:
     s.add_argument("--gallery", required=True, help="folder: one gallery image per person (file stem = name)")
     s.add_argument("--inputs", required=True, help="folder: one input image per person (same stems)")
     s.add_argument("--checkpoint", required=True)
+    s.add_argument("--lam", type=float)
     s.add_argument("--out", required=True)
     s.add_argument("--seed", type=int, default=0)
 
     def run_sheet(a):
-        from deid_core.evaluate.run import deid_transform, load_faces
-        from deid_core.evaluate.user_study import make_identification_sheet
+        from deid_core.evaluate.conditions import load_faces
+        from deid_core.evaluate.user_study import identification_sheet
         g_ims, _, g_names = load_faces(a.gallery)
-        i_ims, i_lms, i_names = load_faces(a.inputs)
-        fn = deid_transform(a.checkpoint)
-        out = make_identification_sheet(dict(zip(g_names, g_ims)), dict(zip(i_names, i_ims)),
-                                        {n: fn(im, lm) for n, im, lm in zip(i_names, i_ims, i_lms)},
-                                        a.out, a.seed)
+        i_ims, _, i_names = load_faces(a.inputs)
+        out = identification_sheet(dict(zip(g_names, g_ims)), dict(zip(i_names, i_ims)),
+                                   a.checkpoint, a.out, a.seed, lam=a.lam)
         print(json.dumps({k: str(v) for k, v in out.items()}))
         return 0
     s.set_defaults(func=run_sheet)
@@ -206,11 +212,11 @@ def add_eval_subcommands(p: argparse.ArgumentParser) -> None:
 
     def run_auto(a):
         from pathlib import Path
-        from deid_core.evaluate.run import load_evaluators
-        from deid_core.evaluate.user_study import _write_csv, automatic_observer
+        from deid_core.evaluate.conditions import load_evaluators
+        from deid_core.evaluate.user_study import write_csv, automatic_observer
         df = automatic_observer(a.trials, net=load_evaluators([a.evaluator], a.weights)[0],
                                 observer=f"auto-{a.evaluator}")
-        _write_csv(df, Path(a.out), f"automatic observer ({a.evaluator}), not people")
+        write_csv(df, Path(a.out), f"automatic observer ({a.evaluator}), not people")
         print(json.dumps({"responses": a.out, "answers": len(df)}))
         return 0
     s.set_defaults(func=run_auto)

@@ -1,6 +1,6 @@
 """Execute the notebooks in order with papermill and write ``results/REPORT.md`` (``run_all.sh``).
 
-    python -m deid_core.runner --profile smoke --device cpu [--data DIR] [--force] [--results DIR]
+    python -m deid_core.notebook_runner --profile smoke --device cpu [--data DIR] [--force] [--results DIR]
 
 Each notebook runs on the ``deid`` kernel (installed into the venv by ``scripts/bootstrap.sh``)
 with its profile's parameters injected, saving after every cell, into
@@ -24,6 +24,7 @@ from deid_core import paths
 from deid_core.errors import DeidError
 from deid_core.profiles import NOTEBOOKS, Profile, get_profile, notebook_parameters
 from deid_core.report import write_report
+
 
 NOTEBOOK_DIR = paths.REPO_ROOT / "notebooks"
 KERNEL_NAME = "deid"

@@ -4,19 +4,13 @@ One iteration:
   (a) distort the batch x (scale, rotation, elastic; :mod:`deid_core.augment`);
   (b) G(distort(x), e(x)[, λ]) → z^raw, m, with e(x) the frozen identity network's
       descriptor of the undistorted image (target = source during training);
-  (c) D step on δ = λβ·x + (1 − λβ)·z^masked (mixup over LSGAN, λβ ~ Beta(0.2, 0.2));
+  (c) D step on δ = β·x + (1 − β)·z^masked (mixup over LSGAN, β ~ Beta(0.2, 0.2));
   (d) G step on the compound loss (:func:`deid_core.losses.compound_loss`).
 
 Adam lr 1e-4, β = (0.5, 0.99) for both networks; batch 32 (128 px) / 64 (256 px).
 The recipe (:mod:`deid_core.recipe`, ``TrainConfig.recipe``) is ``paper`` (§3.2 as written)
 or ``deid`` (bounded repeller, loss-network views, patch GAN with logits, colour and mask
 constraints, curriculum, EMA weights); each ``deid`` change is a switch (``options``).
-λ schedule (paper units): a list of ``(iteration, λ)`` steps. paper-128 / compact-128:
-four steps 1e-7 → 5e-7 → 1e-6 → 2e-6 at 0, ¼, ½, ¾ of the run (the paper: "from 1e-7 to
-2e-6 in four steps" over 230k iterations; the intermediate values are our choice);
-paper-256: a fixed 2e-6 for 80k iterations. The λ-conditioned variant samples λ per
-example: 0 with probability ``lam_zero_prob``, else log-uniform in ``lam_range`` (``paper``)
-or uniform on [0, λ_max] (``deid``: the dial is linear in λ).
 
 CUDA: bf16 (or fp16 with a GradScaler) autocast, channels-last tensors. Multi-GPU:
 launch with ``torchrun --nproc_per_node=K -m deid_core.cli train ...``; the world is read
@@ -24,9 +18,7 @@ from torchrun's environment variables (``WORLD_SIZE``, ``RANK``, ``LOCAL_RANK``)
 networks are wrapped in DistributedDataParallel (NCCL on CUDA, gloo on CPU). Each rank
 takes its slice of the same global batch.
 
-Checkpoints (``RUN_DIR/checkpoint.pt``, atomic temp + ``os.replace``) every
-``ckpt_every`` steps and at the end hold both networks, both optimizers, the step, the λ
-state, the configs and every RNG state, so ``resume=True`` continues exactly.
+Checkpoints (:mod:`deid_core.train.checkpoint`) every ``ckpt_every`` steps and at the end.
 Logs: ``RUN_DIR/losses.csv`` (per-term losses), TensorBoard if installed, sample grids
 ``RUN_DIR/samples/step_XXXXXXX.png`` (source | output | mask).
 """
@@ -35,140 +27,34 @@ from __future__ import annotations
 import contextlib
 import copy
 import csv
-import dataclasses
 import json
-import math
 import os
 import random
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
 
 import numpy as np
 import torch
 
 from deid_core import __version__, paths
-from deid_core.augment import AugmentConfig, ViewConfig, distort, same_view
-from deid_core.data import FaceCacheDataset, StepBatchSampler, to_uint8
+from deid_core.augment import ViewConfig, distort, same_view
 from deid_core.errors import DeidError
-from deid_core.losses import (LossConfig, PerceptualLoss, compound_loss, generator_terms,
-                              loss_discriminator, loss_discriminator_ns, masked_output, mixup,
-                              sample_mixup)
-from deid_core.model import Generator, ModelConfig, add_source_detail, build_discriminator
-from deid_core.recipe import RecipeConfig, dial
-
-CHECKPOINT_NAME = "checkpoint.pt"
-LOSS_KEYS = ("total", "D", "G", "R_raw", "R_masked", "x_raw", "y_raw", "x_masked", "y_masked",
-             "p_raw", "p_masked", "m", "x_m", "y_m", "colour_raw", "colour_masked", "mask_floor",
-             "id_dist", "id_unit", "lam", "ramp")
-PAPER_128_SCHEDULE = ((0.0, 1e-7), (0.25, 5e-7), (0.5, 1e-6), (0.75, 2e-6))   # fractions of steps
-PAPER_256_SCHEDULE = ((0.0, 2e-6),)
-
-
-@dataclass
-class TrainConfig:
-    """Everything a run needs; saved in each checkpoint."""
-    preset: str = "compact-128"
-    recipe: str = "paper"                              # paper (§3.2) | deid (deid_core.recipe)
-    options: dict = field(default_factory=dict)        # recipe switches (ablation)
-    model: dict = field(default_factory=dict)          # ModelConfig overrides
-    data: list = field(default_factory=list)           # face-cache folders (mixed sources)
-    exclude_persons: list = field(default_factory=list)  # identities held out of training
-    out: str = "runs/run"
-    steps: int = 1000
-    batch: int | None = None                           # None: 32 (128 px) / 64 (256 px), §4
-    lr: float = 1e-4
-    betas: tuple[float, float] = (0.5, 0.99)
-    lam_schedule: list | None = None                   # [(iteration, λ)], None: preset default
-    lam_range: tuple[float, float] = (1e-7, 1e-5)      # λ-conditioned: log-uniform range
-    lam_zero_prob: float = 0.25                        # λ-conditioned: P(λ = 0)
-    identity: str = "dlib"                             # loss network ("none": no perceptual loss)
-    gan: bool = True
-    device: str = "auto"                               # auto | cpu | cuda | cuda:K
-    amp: str = "auto"                                  # auto (bf16 on CUDA) | bf16 | fp16 | off
-    channels_last: str = "auto"                        # auto (on CUDA) | on | off
-    ckpt_every: int = 1000
-    sample_every: int = 500
-    log_every: int = 10
-    seed: int = 0
-    workers: int = 0
-    preload: bool = True                               # decode the face caches once into memory
-    init: str | None = None                            # warm start: G (and D) weights of a checkpoint
-    threads: int | None = None                         # torch CPU threads (None: leave)
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
-    loss: LossConfig = field(default_factory=LossConfig)
-
-    def recipe_config(self) -> RecipeConfig:
-        return RecipeConfig.preset(self.recipe, **self.options)
-
-    def model_config(self) -> ModelConfig:
-        """The preset, with the recipe's model fields, then the explicit overrides."""
-        return ModelConfig.preset(self.preset, **{**self.recipe_config().model_overrides(),
-                                                  **self.model})
-
-    def resolved_batch(self) -> int:
-        return self.batch or (64 if self.model_config().size >= 256 else 32)
-
-    def resolved_schedule(self) -> list[tuple[int, float]]:
-        """The (iteration, λ) list; preset defaults scaled to this run's length."""
-        if self.lam_schedule:
-            sched = sorted((int(s), float(v)) for s, v in self.lam_schedule)
-        elif self.recipe_config().repeller == "hinge":
-            sched = [(0, self.recipe_config().lam_max)]     # fixed-λ model: the top of the dial
-        else:
-            frac = PAPER_256_SCHEDULE if self.model_config().size >= 256 else PAPER_128_SCHEDULE
-            sched = [(int(round(f * self.steps)), v) for f, v in frac]
-        if sched[0][0] != 0:
-            sched.insert(0, (0, 0.0))
-        return sched
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @staticmethod
-    def from_dict(d: dict) -> "TrainConfig":
-        d = dict(d)
-        d["augment"] = AugmentConfig(**d.get("augment", {}))
-        lc = dict(d.get("loss", {}))
-        for k in ("source_layers",):
-            if lc.get(k) is not None:
-                lc[k] = tuple(lc[k])
-        d["loss"] = LossConfig(**lc)
-        d["betas"] = tuple(d.get("betas", (0.5, 0.99)))
-        d["lam_range"] = tuple(d.get("lam_range", (1e-7, 1e-5)))
-        d.setdefault("recipe", "paper")     # runs saved before recipes existed
-        names = {f.name for f in dataclasses.fields(TrainConfig)}
-        return TrainConfig(**{k: v for k, v in d.items() if k in names})
-
-
-def lam_at(schedule: Sequence[tuple[int, float]], step: int) -> float:
-    """λ of the last schedule entry whose iteration ≤ step (piecewise constant, §4)."""
-    lam = schedule[0][1]
-    for s, v in schedule:
-        if step >= s:
-            lam = v
-    return float(lam)
-
-
-def sample_lams(n: int, lam_range: tuple[float, float], zero_prob: float,
-                generator: torch.Generator, uniform: bool = False) -> torch.Tensor:
-    """Per-example λ for the conditioned variant: 0 w.p. ``zero_prob``, else log-uniform in
-    ``lam_range`` (paper units) or, with ``uniform``, uniform on [0, lam_range[1]]."""
-    u = torch.rand(n, generator=generator)
-    r = torch.rand(n, generator=generator)
-    if uniform:
-        lam = lam_range[1] * r
-    else:
-        lo, hi = math.log10(lam_range[0]), math.log10(lam_range[1])
-        lam = 10 ** (lo + (hi - lo) * r)
-    return torch.where(u < zero_prob, torch.zeros(n), lam)
+from deid_core.face import template_landmarks
+from deid_core.identity import load_identity_network
+from deid_core.losses import (PerceptualLoss, compound_loss, generator_terms, loss_discriminator,
+                              loss_discriminator_ns, masked_output, mixup, sample_mixup)
+from deid_core.model import (Generator, ModelConfig, add_source_detail, build_discriminator,
+                             to_uint8, load_checkpoint, resolve_device)
+from deid_core.recipe import dial
+from deid_core.train.checkpoint import (CHECKPOINT_NAME, atomic_save, load_matching_weights,
+                                        rng_state, set_rng_state)
+from deid_core.train.config import LOSS_KEYS, TrainConfig, lam_at, sample_lams
+from deid_core.train.data import FaceCacheDataset, StepBatchSampler
 
 
 def face_region(size: int) -> torch.Tensor:
     """1×1×S×S float mask of the template landmarks' convex hull in an aligned crop."""
     import cv2
-    from deid_core.align import template_landmarks
     pts = np.round(template_landmarks(size)).astype(np.int32)
     region = np.zeros((size, size), np.uint8)
     cv2.fillConvexPoly(region, cv2.convexHull(pts), 1)
@@ -185,17 +71,6 @@ def ema_update(ema: torch.nn.Module, model: torch.nn.Module, beta: float) -> Non
 
 
 # ---------------------------------------------------------------------------- utilities
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise DeidError(f"device '{name}' requested but CUDA is not available")
-    return dev
-
-
 def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
     """Autocast dtype: bf16 by default on CUDA (fp16 if bf16 is unsupported); off on CPU."""
     if amp == "off":
@@ -211,30 +86,6 @@ def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
             raise DeidError("fp16 autocast needs CUDA (use bf16 or off on CPU)")
         return torch.float16
     raise DeidError(f"unknown amp mode '{amp}' (auto, bf16, fp16, off)")
-
-
-def rng_state(gen: torch.Generator) -> dict:
-    st = {"torch": torch.get_rng_state(), "gen": gen.get_state(),
-          "numpy": np.random.get_state(), "python": random.getstate()}
-    if torch.cuda.is_available():
-        st["cuda"] = torch.cuda.get_rng_state_all()
-    return st
-
-
-def set_rng_state(st: dict, gen: torch.Generator) -> None:
-    torch.set_rng_state(st["torch"])
-    gen.set_state(st["gen"])
-    np.random.set_state(st["numpy"])
-    random.setstate(st["python"])
-    if "cuda" in st and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(st["cuda"])
-
-
-def atomic_save(obj: Any, path: Path) -> Path:
-    """``torch.save`` through :func:`deid_core.paths.atomic_write` (the old file stays on failure)."""
-    with paths.atomic_write(path) as tmp:
-        torch.save(obj, tmp)
-    return Path(path)
 
 
 def save_grid(path: Path, x: torch.Tensor, z: torch.Tensor | list[torch.Tensor],
@@ -255,18 +106,7 @@ def save_grid(path: Path, x: torch.Tensor, z: torch.Tensor | list[torch.Tensor],
 def load_identity(name: str, device: torch.device):
     if name == "none":
         return None
-    from deid_core.identity import load_identity_network
     return load_identity_network(name, device=str(device))
-
-
-def _load_matching(module: torch.nn.Module, state: dict) -> tuple[int, list[str]]:
-    """Load the tensors of ``state`` whose name and shape match ``module``'s; returns the
-    count loaded and the names skipped."""
-    own = module.state_dict()
-    take = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
-    own.update(take)
-    module.load_state_dict(own)
-    return len(take), sorted(k for k in own if k not in take)
 
 
 def _ddp_env() -> tuple[int, int, int]:
@@ -277,8 +117,6 @@ def _ddp_env() -> tuple[int, int, int]:
 
 
 # ------------------------------------------------------------------------------ trainer
-
-
 class Trainer:
     """Holds networks, optimizers, loss and data for one run; :meth:`run` trains."""
 
@@ -336,7 +174,6 @@ class Trainer:
         if identity is not None:
             landmarks = None
             if hasattr(identity, "crop_to_chip_tensor"):
-                from deid_core.align import template_landmarks
                 landmarks = template_landmarks(self.mcfg.size)
             self.perceptual = PerceptualLoss(identity, cfg.loss, crop_landmarks=landmarks)
         self.dataset = dataset
@@ -373,7 +210,7 @@ class Trainer:
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         x_in = distort(x, cfg.augment, generator=self.gen)
-        lam_beta = sample_mixup(n, cfg.loss.mixup_alpha, generator=self.gen).to(self.device)
+        mix_beta = sample_mixup(n, cfg.loss.mixup_alpha, generator=self.gen).to(self.device)
         if self.mcfg.lam_cond:
             uniform = rc.lam_sampling == "uniform"
             lam = sample_lams(n, (0.0, rc.lam_max) if uniform else cfg.lam_range,
@@ -393,15 +230,15 @@ class Trainer:
         if self.D is not None:
             self.opt_D.zero_grad(set_to_none=True)
             with self._autocast():
-                d_out = self.D_train(mixup(x, z_masked.detach(), lam_beta))
-                d_raw = (self.D_train(mixup(x, z_raw.detach(), lam_beta))
+                d_out = self.D_train(mixup(x, z_masked.detach(), mix_beta))
+                d_raw = (self.D_train(mixup(x, z_raw.detach(), mix_beta))
                          if rc.gan == "ns" and rc.gan_raw else None)
             if rc.gan == "ns":
-                loss_d = loss_discriminator_ns(d_out, lam_beta)
+                loss_d = loss_discriminator_ns(d_out, mix_beta)
                 if d_raw is not None:
-                    loss_d = loss_d + loss_discriminator_ns(d_raw, lam_beta)
+                    loss_d = loss_d + loss_discriminator_ns(d_raw, mix_beta)
             else:
-                loss_d = loss_discriminator(d_out, lam_beta)
+                loss_d = loss_discriminator(d_out, mix_beta)
             self.scaler.scale(loss_d).backward()
             self.scaler.step(self.opt_D)
             d_logged = loss_d.detach()
@@ -411,10 +248,10 @@ class Trainer:
                     d_out_g = self.D(z_masked)
                     d_out_raw = self.D(z_raw) if rc.gan_raw else None
                 else:
-                    d_out_g = self.D(mixup(x, z_masked, lam_beta))
+                    d_out_g = self.D(mixup(x, z_masked, mix_beta))
         # (d) generator step on the compound loss
         self.opt_G.zero_grad(set_to_none=True)
-        terms = generator_terms(x, z_raw, mask, d_out=d_out_g, lam_beta=lam_beta,
+        terms = generator_terms(x, z_raw, mask, d_out=d_out_g, mix_beta=mix_beta,
                                 perceptual=self.perceptual, feat_x=feat_x, lam=lam, recipe=rc,
                                 ramp=ramp, d_out_raw=d_out_raw, face_region=self.region,
                                 view=self.view)
@@ -495,18 +332,17 @@ class Trainer:
         match this run's networks; the rest keep their initialisation. A generator saved
         without ``id_norm`` gets its decoder FC columns rescaled by the rms its latent and
         descriptor had, so the warm-started network starts from the same function."""
-        from deid_core.inference import load_checkpoint
         ck = load_checkpoint(path)
         src_cfg = ModelConfig.from_dict(ck["config"]["model"])
         report = {"from": str(path), "generator": 0, "skipped": [], "discriminator": 0}
         src = {k: v.float() for k, v in (ck.get("generator_ema") or ck["generator"]).items()}
         if self.mcfg.id_norm and not src_cfg.id_norm and "dec_fc.weight" in src and self.perceptual:
             src["dec_fc.weight"] = self._fold_id_norm(src_cfg, ck, src["dec_fc.weight"])
-        report["generator"], report["skipped"] = _load_matching(self.G, src)
+        report["generator"], report["skipped"] = load_matching_weights(self.G, src)
         if self.G_ema is not None:
             self.G_ema.load_state_dict(self.G.state_dict())
         if self.D is not None and ck.get("discriminator"):
-            report["discriminator"], _ = _load_matching(
+            report["discriminator"], _ = load_matching_weights(
                 self.D, {k: v.float() for k, v in ck["discriminator"].items()})
         return report
 
@@ -514,7 +350,7 @@ class Trainer:
     def _fold_id_norm(self, src_cfg: ModelConfig, ck: dict, w: torch.Tensor) -> torch.Tensor:
         """dec_fc columns × the rms of latent / descriptor (measured on the sample faces)."""
         G0 = Generator(src_cfg)
-        _load_matching(G0, {k: v.float() for k, v in ck["generator"].items()})
+        load_matching_weights(G0, {k: v.float() for k, v in ck["generator"].items()})
         x = self._probe_faces()
         e, _ = self.embed(x.to(self.device))
         h = G0.enc_in(x)
@@ -579,7 +415,7 @@ class Trainer:
         return save_grid(path, x, outs + [z.float()], mask)
 
     # ---------------------------------------------------------------------------- run
-    def run(self, resume: bool = False, progress: bool = True, until: int | None = None
+    def fit(self, resume: bool = False, progress: bool = True, until: int | None = None
             ) -> list[dict]:
         """Train until ``cfg.steps`` (or stop early at step ``until``, checkpointing as at
         the end, e.g. to continue in a later session); returns this call's loss rows."""
@@ -659,7 +495,7 @@ def train(cfg: TrainConfig, resume: bool = False, dataset=None, identity=None,
           progress: bool = True, until: int | None = None) -> Trainer:
     """Build a :class:`Trainer` and run it; returns the trainer (history in ``.history``)."""
     trainer = Trainer(cfg, dataset=dataset, identity=identity)
-    trainer.history = trainer.run(resume=resume, progress=progress, until=until)
+    trainer.history = trainer.fit(resume=resume, progress=progress, until=until)
     if trainer.world > 1:
         import torch.distributed as dist
         if dist.is_initialized():
