@@ -22,7 +22,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from deid_core import paths  # noqa: E402
-from deid_core.face import AlignConfig, Face, FaceAligner, passthrough_net, read_image  # noqa: E402
+from deid_core.face import AlignConfig, Face, FaceAligner, passthrough_crops, read_image  # noqa: E402
 from deid_core.face import square_box  # noqa: E402
 
 
@@ -55,7 +55,7 @@ def time_once(aligner: FaceAligner, frame: np.ndarray) -> tuple[dict[str, float]
     t3 = time.perf_counter()
     out = frame.copy()
     if crops:
-        images, masks = passthrough_net(np.stack(crops))      # step e, not timed
+        images, masks = passthrough_crops(np.stack(crops))      # step e, not timed
         t4 = time.perf_counter()
         for f, M, img, m in zip(faces, Ms, images, masks):
             aligner.paste(out, f, M, img, m, inplace=True)

@@ -23,7 +23,7 @@ with ``OMP_WAIT_POLICY=PASSIVE`` (the ``deid`` defaults) unless ``--threads`` is
 
 Flicker (``--flicker``): for each talking clip in ``../shared/data/videos/`` (first
 ``--frames`` frames), the frame processor runs without encoding, with a fixed-pattern network
-(:func:`deid_core.video.pattern_net`, which exposes alignment jitter) and with the pass-through,
+(:func:`deid_core.video.pattern_crops`, which exposes alignment jitter) and with the pass-through,
 stabilisation on and off; the flicker ratio (output vs input, inside the input's face hulls)
 is printed and written to ``results/tables/video_flicker.csv``.
 
@@ -52,12 +52,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from deid_core import pipeline  # noqa: E402
 from deid_core.evaluate import video_metrics  # noqa: E402
 from deid_core import paths, video as V  # noqa: E402
-from deid_core.face import AlignConfig, FaceAligner, passthrough_net  # noqa: E402
+from deid_core.face import AlignConfig, FaceAligner, passthrough_crops  # noqa: E402
 
 
 def generator_net(preset: str = "compact-128", checkpoint: str | None = None, device: str = "cpu",
                   seed: int = 0):
-    """A NetFn around a generator: uint8 crops → (uint8 images, float masks)."""
+    """A CropFn around a generator: uint8 crops → (uint8 images, float masks)."""
     import torch
     from deid_core.model import Generator, ModelConfig
     torch.manual_seed(seed)
@@ -105,7 +105,7 @@ def make_clip(dst: Path, size: tuple[int, int]) -> Path:
 
 
 def throughput(args) -> list[dict]:
-    net, size = (passthrough_net, 128) if args.net == "passthrough" else generator_net(
+    net, size = (passthrough_crops, 128) if args.net == "passthrough" else generator_net(
         args.net, args.checkpoint, args.device)
     rows = []
     with tempfile.TemporaryDirectory() as td:
@@ -236,11 +236,11 @@ def flicker_study(args) -> list[dict]:
         masks = [video_metrics.hull_mask([f.landmarks for f in cal.detect(fr)], fr.shape) for fr in frames]
         n_face = sum(bool(m.any()) for m in masks)
         row = {"clip": clip.stem, "frames": len(frames), "frames_with_face": n_face}
-        nets = [("pattern", V.pattern_net(128)), ("passthrough", passthrough_net)]
+        nets = [("pattern", V.pattern_crops(128)), ("passthrough", passthrough_crops)]
         if args.checkpoint:                 # the real model: each track's first face as target
             from deid_core.pipeline import Deidentifier
             deid = deid_cache.setdefault("d", Deidentifier.from_checkpoint(args.checkpoint, args.device))
-            nets.append(("model", pipeline.DeidentifierNet(deid)))
+            nets.append(("model", pipeline.DeidentifierCropFns(deid)))
         for net_name, net in nets:
             for k in (1, 3):
                 for stab in (False, True):

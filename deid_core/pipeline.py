@@ -2,10 +2,10 @@
 
 :class:`Deidentifier` = checkpoint (generator + config) + frozen identity network + face
 aligner + device. ``embed_target(image)`` gives the target's descriptor (the same way as in
-training: aligned crop → differentiable dlib chip → descriptor); ``net_fn(emb, λ)`` is the
+training: aligned crop → differentiable dlib chip → descriptor); ``crop_fn(emb, λ)`` is the
 callable for :meth:`deid_core.face.FaceAligner.process` (step e); ``__call__`` runs the whole
 pipeline on one frame. :func:`build_pipeline` wires a model for ``deid video`` / ``deid live``
-(:class:`DeidentifierNet`: one target per face track).
+(:class:`DeidentifierCropFns`: one target per face track).
 
 λ: a λ-conditioned checkpoint takes any λ ≥ 0 at call time (``None``: the λ it
 was saved with, default 2e-6); a fixed-λ checkpoint ignores ``lam`` (``info["lam"]`` tells
@@ -24,8 +24,8 @@ import torch
 
 from deid_core import paths
 from deid_core.errors import DeidError
-from deid_core.face import (DEFAULT_DETECTOR, AlignConfig, Face, FaceAligner, NetFn,
-                            passthrough_net, read_image, template_landmarks, to_rgb_uint8,
+from deid_core.face import (DEFAULT_DETECTOR, AlignConfig, Face, FaceAligner, CropFn,
+                            passthrough_crops, read_image, template_landmarks, to_rgb_uint8,
                             write_image)
 from deid_core.identity import IdentityNetwork, load_identity_network
 from deid_core.model import (Generator, ModelConfig, add_source_detail, load_checkpoint,
@@ -172,7 +172,7 @@ class Deidentifier:
         z, m = self.G(x, emb.to(self.device), lam if self.cfg.lam_cond else None)
         return add_source_detail(z, x, self.cfg.detail_sigma), m
 
-    def net_fn(self, target_embedding: np.ndarray | None, lam: float | None = None
+    def crop_fn(self, target_embedding: np.ndarray | None, lam: float | None = None
                ) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
         """Step e for :meth:`FaceAligner.process`: crops uint8 N×S×S×3 →
         (images uint8 N×S×S×3, masks float32 N×S×S). ``target_embedding=None``: each face is
@@ -204,7 +204,7 @@ class Deidentifier:
         """De-identify every face of one RGB frame (``faces``: already detected ones, no
         detection); ``info`` from ``FaceAligner.process`` plus ``lam`` (used) and ``lam_ignored``."""
         lam_value, ignored = self.resolve_lam(lam)
-        out, info = self.aligner.process(frame, self.net_fn(target_embedding, lam), faces=faces)
+        out, info = self.aligner.process(frame, self.crop_fn(target_embedding, lam), faces=faces)
         info["lam"], info["lam_ignored"] = lam_value, ignored
         return out, info
 
@@ -254,7 +254,7 @@ def embed_image(image, network: str | IdentityNetwork = "dlib", detector: str = 
 # ----------------------------------------------------------------------------------------
 # Model wiring for `deid video` / `deid live` (one target embedding per face track).
 
-class DeidentifierNet:
+class DeidentifierCropFns:
     """Wraps ``pipeline.Deidentifier``: one target embedding for all tracks (``--target``),
     or, without one, each track's first appearance as its target, embedded once and kept for
     the whole track (§3: "a target image, which is any image of the person in the video").
@@ -262,7 +262,7 @@ class DeidentifierNet:
 
     def __init__(self, deid: Any, lam: float | None = None, target_embedding: Any = None):
         self.deid, self.lam, self.target = deid, lam, target_embedding
-        self._nets: dict[int, tuple[Any, NetFn]] = {}
+        self._nets: dict[int, tuple[Any, CropFn]] = {}
 
     def target_for(self, frame: np.ndarray, face: Any) -> Any:
         if self.target is not None:
@@ -271,10 +271,10 @@ class DeidentifierNet:
         crop = al.warp(frame, al.transform(face.landmarks))
         return self.deid.embed_crops(crop[None])[0]
 
-    def net_for(self, target: Any) -> NetFn:
+    def crop_fn_for(self, target: Any) -> CropFn:
         key = id(target)
         if key not in self._nets:
-            self._nets[key] = (target, self.deid.net_fn(target, self.lam))
+            self._nets[key] = (target, self.deid.crop_fn(target, self.lam))
         return self._nets[key][1]
 
 
@@ -306,7 +306,7 @@ def target_face(path: str | os.PathLike, aligner: FaceAligner) -> tuple[np.ndarr
 def build_pipeline(checkpoint: str | os.PathLike | None, target: str | os.PathLike | None = None,
                    lam: float | None = None, device: str = "cpu", passthrough: bool = False,
                    detector: str | None = None, upsample: int = 0, detect_scale: float = 1.0,
-                   upscale_every: int = 1) -> tuple[FaceAligner, NetFn]:
+                   upscale_every: int = 1) -> tuple[FaceAligner, CropFn]:
     """The ``(aligner, net)`` pair for :func:`deidentify_video` / :func:`run_live`.
 
     With a checkpoint (None: the committed starter checkpoint when present):
@@ -319,7 +319,7 @@ def build_pipeline(checkpoint: str | os.PathLike | None, target: str | os.PathLi
     if passthrough:
         aligner = FaceAligner(AlignConfig(detector=detector, upsample=upsample,
                                           detect_scale=detect_scale, upscale_every=upscale_every))
-        return aligner, passthrough_net
+        return aligner, passthrough_crops
     try:
         ckpt = paths.resolve_checkpoint(checkpoint)
     except DeidError as exc:
@@ -336,4 +336,4 @@ def build_pipeline(checkpoint: str | os.PathLike | None, target: str | os.PathLi
     if target:                # the one target face, detected once, cropped as in training
         img, face = target_face(target, deid.aligner)
         emb = deid.embed_crops(deid.aligner.warp(img, deid.aligner.transform(face.landmarks))[None])[0]
-    return deid.aligner, DeidentifierNet(deid, lam=lam, target_embedding=emb)
+    return deid.aligner, DeidentifierCropFns(deid, lam=lam, target_embedding=emb)

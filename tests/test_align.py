@@ -14,7 +14,7 @@ from deid_core.face import (AlignConfig,
                             Face,
                             FaceAligner,
                             apply_affine,
-                            passthrough_net,
+                            passthrough_crops,
                             read_image,
                             template_landmarks,
                             to_rgb_uint8,
@@ -164,7 +164,7 @@ def test_round_trip_passthrough_is_identity_up_to_interpolation(sample_faces, al
     for img, face in sample_faces:
         for mag, errs in ((1.5, errs_15), (1.0, errs_10)):
             frame, f = scaled(img, face, crop_scale(aligner256, face) / mag)
-            out, info = aligner256.process(frame, passthrough_net, faces=[f])
+            out, info = aligner256.process(frame, passthrough_crops, faces=[f])
             assert info["n_faces"] == 1 and out.shape == frame.shape and out.dtype == np.uint8
             inside = hull_inside(f.landmarks, frame.shape)
             assert np.array_equal(out[~inside], frame[~inside])
@@ -254,7 +254,7 @@ def test_no_face_returns_frame_unchanged(aligner256):
 
     def net(crops):
         calls.append(len(crops))
-        return passthrough_net(crops)
+        return passthrough_crops(crops)
 
     for frame in (np.zeros((480, 640, 3), np.uint8), sky,
                   rng.integers(0, 256, (240, 320, 3), dtype=np.uint8)):
@@ -302,7 +302,7 @@ def test_face_cut_by_frame_edge(sample_faces, aligner256):
     changed = (out != frame).any(2)
     assert changed.any() and not (changed & ~inside).any()
     gone = Face(f.box - [5000, 0, 5000, 0], f.landmarks - [5000, 0])  # entirely off-frame
-    out, _ = aligner256.process(frame, passthrough_net, faces=[gone])
+    out, _ = aligner256.process(frame, passthrough_crops, faces=[gone])
     assert np.array_equal(out, frame)
 
 
@@ -336,12 +336,12 @@ def test_bgr_order_matches_rgb(sample_faces):
 def test_grayscale_and_rgba_frames(sample_faces, aligner256):
     img, face = sample_faces[4]
     gray = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)
-    out, info = aligner256.process(gray, passthrough_net)
+    out, info = aligner256.process(gray, passthrough_crops)
     assert info["n_faces"] == 1 and out.shape == img.shape              # replicated to 3 channels
     inside = hull_inside(info["faces"][0].landmarks, img.shape)
     assert np.array_equal(out[~inside], np.repeat(gray[:, :, None], 3, 2)[~inside])
     rgba = np.dstack([img, np.zeros(img.shape[:2], np.uint8)])          # alpha dropped, not used
-    out, info = aligner256.process(rgba, passthrough_net, faces=[face])
+    out, info = aligner256.process(rgba, passthrough_crops, faces=[face])
     assert out.shape == img.shape and np.array_equal(out[~hull_inside(face.landmarks, img.shape)],
                                                      img[~hull_inside(face.landmarks, img.shape)])
 
@@ -356,7 +356,7 @@ def test_bad_net_output_raises(sample_faces):
     with pytest.raises(DeidError, match=r"\[0, 1\]"):
         al.process(img, lambda c: (c, np.full(c.shape[:3], 2.0)), faces=[face])
     with pytest.raises(DeidError, match="float"):
-        al.process(img.astype(np.float32) / 255, passthrough_net, faces=[face])
+        al.process(img.astype(np.float32) / 255, passthrough_crops, faces=[face])
 
 
 # -- detectors ---------------------------------------------------------------------------------

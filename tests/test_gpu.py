@@ -178,8 +178,8 @@ def test_inference_on_device_matches_cpu(tmp_path):
     lams = (0.0, 1e-5) if gpu.cfg.lam_cond else (None,)
     outs = {}
     for lam in lams:
-        ig, mg = gpu.net_fn(_target(0), lam)(crops)
-        ic, mc = cpu.net_fn(_target(0), lam)(crops)
+        ig, mg = gpu.crop_fn(_target(0), lam)(crops)
+        ic, mc = cpu.crop_fn(_target(0), lam)(crops)
         diff = np.abs(ig.astype(int) - ic.astype(int))
         assert diff.max() <= 2 and diff.mean() < 0.05, (lam, diff.max(), diff.mean())
         assert np.abs(mg - mc).max() < 0.01
@@ -189,7 +189,7 @@ def test_inference_on_device_matches_cpu(tmp_path):
 
 
 def test_video_network_path_on_device(tmp_path):
-    """FrameProcessor + DeidentifierNet (one target for every track) on the device: the same
+    """FrameProcessor + DeidentifierCropFns (one target for every track) on the device: the same
     frames as on the CPU (±3 grey levels), the face changed, the rest untouched."""
     from PIL import Image
     from deid_core import paths, video as V
@@ -212,7 +212,7 @@ def test_video_network_path_on_device(tmp_path):
     results = {}
     for dev in (DEVICE, "cpu"):
         deid = _deid(dev)
-        proc = V.FrameProcessor(Placed(), pipeline.DeidentifierNet(deid, lam=None, target_embedding=_target(1)),
+        proc = V.FrameProcessor(Placed(), pipeline.DeidentifierCropFns(deid, lam=None, target_embedding=_target(1)),
                                 V.VideoConfig(progress=False))
         results[dev] = [proc(f, i / 25)[0] for i, f in enumerate(frames)]
     hull = video_metrics.hull_mask([lm], frames[0].shape[:2])

@@ -3,7 +3,7 @@
 The generator is replaced by :class:`EchoGenerator`, a stand-in whose output colour is a
 fixed function of the identity embedding it is given (and which records that embedding), so
 these tests hold whatever the trained model does with its conditioning: they check the
-*plumbing* — ``Deidentifier.__call__`` / ``net_fn``, ``deid image --target``,
+*plumbing* — ``Deidentifier.__call__`` / ``crop_fn``, ``deid image --target``,
 ``video.build_pipeline(target=...)`` and the per-track targets of ``FrameProcessor`` — on real
 NASA faces with the real aligner and the real dlib identity network (the conditioning network).
 A path that drops the target (uses the face's own embedding, zeros, or another track's)
@@ -84,9 +84,9 @@ def test_call_feeds_the_given_target_and_swapping_it_changes_the_face(echo, targ
     own = echo.embed_target(frame)
     got = echo.G.seen[-1][0]
     assert _same(got, own, atol=1e-4) and not _same(got, eA, atol=0.05)
-    # net_fn (the FaceAligner step-e callable) on a batch: the target row for every crop
+    # crop_fn (the FaceAligner step-e callable) on a batch: the target row for every crop
     crop = echo.aligner.warp(frame, info["transforms"][0])
-    imgs, _ = echo.net_fn(eB)(np.stack([crop, crop[:, ::-1].copy()]))
+    imgs, _ = echo.crop_fn(eB)(np.stack([crop, crop[:, ::-1].copy()]))
     assert len(echo.G.seen[-1]) == 2 and all(_same(r, eB) for r in echo.G.seen[-1])
     assert (imgs[0] == imgs[1]).all()                          # same target → same colour
 
@@ -122,7 +122,7 @@ def test_video_target_photo_reaches_every_track(echo, targets, portrait_paths, c
     outs = {}
     for name, photo in (("A", portrait_paths[3]), ("B", portrait_paths[4])):
         aligner, net = pipeline.build_pipeline(ck, target=photo)
-        assert isinstance(net, pipeline.DeidentifierNet) and net.target is not None
+        assert isinstance(net, pipeline.DeidentifierCropFns) and net.target is not None
         # the photo's embedding (the pipeline's detector may place the landmarks a little
         # differently from embed_target's): near this person's, far from the other one's
         other = targets["B" if name == "A" else "A"]
@@ -142,7 +142,7 @@ def test_video_target_photo_reaches_every_track(echo, targets, portrait_paths, c
 def test_video_per_track_targets_are_each_tracks_first_appearance(echo, clip_frames):
     """Without --target: each track keeps the embedding of its first appearance (§3), and its
     face is rendered with that target, not the other track's or the current frame's own."""
-    net = pipeline.DeidentifierNet(echo)
+    net = pipeline.DeidentifierCropFns(echo)
     al = echo.aligner
     proc = V.FrameProcessor(al, net, V.VideoConfig(progress=False))
     out0, info0 = proc(clip_frames[0], 0.0)

@@ -87,24 +87,24 @@ def test_call_changes_only_the_face(deid, portraits):
     outside = changed.copy()
     outside[int(y0):int(y1) + 1, int(x0):int(x1) + 1] = False
     assert changed.sum() > 100 and not outside.any()
-    net = deid.net_fn(target, None)
+    net = deid.crop_fn(target, None)
     M = info["transforms"][0]
     imgs, masks = net(np.stack([deid.aligner.warp(frame, M)]))
     assert imgs.shape == (1, 128, 128, 3) and masks.shape == (1, 128, 128)
     # what lands in the face is exactly this generator's output for this target, pasted back
     # (not the input, another network's, or the self-target's output)
     assert np.array_equal(out, deid.aligner.paste(frame, info["faces"][0], M, imgs[0], masks[0]))
-    own, _ = deid.net_fn(deid.embed_target(frame), None)(np.stack([deid.aligner.warp(frame, M)]))
+    own, _ = deid.crop_fn(deid.embed_target(frame), None)(np.stack([deid.aligner.warp(frame, M)]))
     assert not np.array_equal(out, deid.aligner.paste(frame, info["faces"][0], M, own[0], masks[0]))
     with pytest.raises(DeidError, match="128 values"):
-        deid.net_fn(np.zeros(64, np.float32))
+        deid.crop_fn(np.zeros(64, np.float32))
 
 
 def test_lambda_drives_conditioned_model_and_fixed_model_ignores_it(deid, deid_cond, portraits):
     crop = deid.aligner.warp(portraits[4], deid.aligner.transform(deid.aligner.detect(portraits[4])[0].landmarks))
     e = deid.embed_crops(crop[None])[0]
-    a = deid_cond.net_fn(e, 0.0)(crop[None])[0].astype(int)
-    b = deid_cond.net_fn(e, 1e-5)(crop[None])[0].astype(int)
+    a = deid_cond.crop_fn(e, 0.0)(crop[None])[0].astype(int)
+    b = deid_cond.crop_fn(e, 1e-5)(crop[None])[0].astype(int)
     assert np.abs(a - b).mean() > 5          # λ changes the face materially (untrained: ~20)
     assert deid_cond.resolve_lam(None) == (2e-6, False)
     for bad in (-1.0, 1e9, float("nan")):              # absurd λ refused, any model

@@ -162,7 +162,7 @@ def test_rotated_phone_clip_displays_like_input(sample_dir, tmp_path):
     info = V.probe_video(src)
     assert info.rotation == 90 and (info.width, info.height) == (854, 480)
     out = tmp_path / "out.mp4"
-    s = V.deidentify_video(src, out, A.FaceAligner(), A.passthrough_net,
+    s = V.deidentify_video(src, out, A.FaceAligner(), A.passthrough_crops,
                            V.VideoConfig(progress=False, max_frames=None))
     assert s["frames_with_faces"] > 40                      # upright: faces found
     caps = [cv2.VideoCapture(str(p)) for p in (src, out)]   # OpenCV applies the rotation

@@ -20,7 +20,7 @@ from deid_core.video import tracking as video_tracking
 from deid_core import pipeline
 from deid_core.evaluate import video_metrics
 from deid_core import video as V
-from deid_core.face import FaceAligner, passthrough_net
+from deid_core.face import FaceAligner, passthrough_crops
 from deid_core.errors import DeidError
 
 
@@ -159,7 +159,7 @@ def test_processor_hull_only_and_no_face_frames_unchanged(clip_frames, clip_face
 
 
 def test_processor_tracks_two_faces_with_stable_ids(clip_frames):
-    proc = V.FrameProcessor(CachedAligner(), passthrough_net, V.VideoConfig(detect_every=3))
+    proc = V.FrameProcessor(CachedAligner(), passthrough_crops, V.VideoConfig(detect_every=3))
     ids = []
     for i, frame in enumerate(clip_frames):
         _, info = proc(frame, i / 25)
@@ -172,7 +172,7 @@ def test_processor_tracks_two_faces_with_stable_ids(clip_frames):
 
 def test_refit_between_detections_close_to_detection(clip_frames, clip_faces):
     """detect_every=4: re-fitted landmarks land near the detector+predictor result."""
-    proc = V.FrameProcessor(CachedAligner(), passthrough_net,
+    proc = V.FrameProcessor(CachedAligner(), passthrough_crops,
                             V.VideoConfig(detect_every=4, stabilize=False))
     errs = []
     for i in range(5, 38):
@@ -190,7 +190,7 @@ def test_fail_closed_covers_dropped_detections(clip_frames, clip_faces):
 
     def run(fail_closed):
         al = CachedAligner(drop_calls={d - frames[0] for d in drop})
-        proc = V.FrameProcessor(al, passthrough_net, V.VideoConfig(fail_closed=fail_closed))
+        proc = V.FrameProcessor(al, passthrough_crops, V.VideoConfig(fail_closed=fail_closed))
         return {i: proc(clip_frames[i], i / 25) for i in frames}
 
     closed, open_ = run(True), run(False)
@@ -212,7 +212,7 @@ def test_stabilisation_reduces_flicker(clip_frames, clip_faces):
     masks = [video_metrics.hull_mask([f.landmarks for f in clip_faces[i]], clip_frames[i].shape) for i in idx]
     res = {}
     for stab in (True, False):
-        proc = V.FrameProcessor(CachedAligner(), V.pattern_net(128), V.VideoConfig(stabilize=stab))
+        proc = V.FrameProcessor(CachedAligner(), V.pattern_crops(128), V.VideoConfig(stabilize=stab))
         outs = [proc(f, k / 25)[0] for k, f in enumerate(inp)]
         res[stab] = video_metrics.flicker_ratio(inp, outs, masks)
     assert res[True] < res[False]
@@ -259,22 +259,22 @@ def test_video_file_no_face_frames_and_outside_hulls_kept(clip_run, clip_frames,
 def test_bad_paths(clip_path, tmp_path):
     al = CachedAligner()
     with pytest.raises(DeidError, match="not found"):
-        V.deidentify_video(tmp_path / "missing.mp4", tmp_path / "o.mp4", al, passthrough_net)
+        V.deidentify_video(tmp_path / "missing.mp4", tmp_path / "o.mp4", al, passthrough_crops)
     with pytest.raises(DeidError, match="is the input"):
-        V.deidentify_video(clip_path, clip_path, al, passthrough_net)
+        V.deidentify_video(clip_path, clip_path, al, passthrough_crops)
     (tmp_path / "exists.mp4").write_bytes(b"keep")
     with pytest.raises(DeidError, match="--overwrite"):
-        V.deidentify_video(clip_path, tmp_path / "exists.mp4", al, passthrough_net)
+        V.deidentify_video(clip_path, tmp_path / "exists.mp4", al, passthrough_crops)
     assert (tmp_path / "exists.mp4").read_bytes() == b"keep"
     with pytest.raises(DeidError, match=".mp4"):
-        V.deidentify_video(clip_path, tmp_path / "o.avi", al, passthrough_net)
+        V.deidentify_video(clip_path, tmp_path / "o.avi", al, passthrough_crops)
 
 
 def test_corrupt_and_streamless_inputs(tmp_path):
     bad = tmp_path / "corrupt.mp4"
     bad.write_bytes(np.random.default_rng(0).integers(0, 255, 50_000, dtype=np.uint8).tobytes())
     with pytest.raises(DeidError, match="corrupt"):
-        V.deidentify_video(bad, tmp_path / "o.mp4", CachedAligner(), passthrough_net)
+        V.deidentify_video(bad, tmp_path / "o.mp4", CachedAligner(), passthrough_crops)
     audio_only = tmp_path / "audio.m4a"
     with av.open(str(audio_only), "w") as c:
         s = c.add_stream("aac", rate=16000, layout="mono")
@@ -283,7 +283,7 @@ def test_corrupt_and_streamless_inputs(tmp_path):
         for pkt in list(s.encode(fr)) + list(s.encode()):
             c.mux(pkt)
     with pytest.raises(DeidError, match="no video stream"):
-        V.deidentify_video(audio_only, tmp_path / "o.mp4", CachedAligner(), passthrough_net)
+        V.deidentify_video(audio_only, tmp_path / "o.mp4", CachedAligner(), passthrough_crops)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["audio.m4a", "corrupt.mp4"]
 
 
@@ -298,7 +298,7 @@ def test_truncated_input_keeps_decodable_frames(clip_path, tmp_path):
     cut = tmp_path / "cut.mp4"
     cut.write_bytes(fast.read_bytes()[: int(fast.stat().st_size * 0.4)])
     with pytest.warns(UserWarning):
-        s = V.deidentify_video(cut, tmp_path / "o.mp4", CachedAligner(), passthrough_net,
+        s = V.deidentify_video(cut, tmp_path / "o.mp4", CachedAligner(), passthrough_crops,
                                V.VideoConfig(progress=False))
     assert s["truncated"] and 0 < s["frames"] < 75
     assert _stream_facts(tmp_path / "o.mp4")["frames"] == s["frames"]
@@ -323,7 +323,7 @@ def test_failure_midway_writes_nothing(clip_path, tmp_path):
         calls.append(1)
         if len(calls) > 2:
             raise DeidError("boom")
-        return passthrough_net(crops)
+        return passthrough_crops(crops)
     with pytest.raises(DeidError, match="boom"):
         V.deidentify_video(clip_path, tmp_path / "o.mp4", CachedAligner(), failing,
                            V.VideoConfig(progress=False))
@@ -333,7 +333,7 @@ def test_failure_midway_writes_nothing(clip_path, tmp_path):
 def test_oversized_frames_refused(tmp_path):
     big = _write_clip(tmp_path / "big.mp4", [np.zeros((2400, 4608, 3), np.uint8)], fps=1)
     with pytest.raises(DeidError, match="exceed"):
-        V.deidentify_video(big, tmp_path / "o.mp4", CachedAligner(), passthrough_net)
+        V.deidentify_video(big, tmp_path / "o.mp4", CachedAligner(), passthrough_crops)
 
 
 def test_target_image_checks(portrait_paths, sample_dir, tmp_path):
@@ -390,7 +390,7 @@ def test_live_realtime_drops_frames_when_slow(clip_path, tmp_path):
 
     def slow(crops):
         time.sleep(0.15)
-        return passthrough_net(crops)
+        return passthrough_crops(crops)
     out = tmp_path / "live.mp4"
     s = V.run_live(str(clip_path), CachedAligner(), slow,
                    V.VideoConfig(fail_closed=True, detect_every=3, progress=False),
@@ -427,7 +427,7 @@ def test_hamilton_clip_frames_fps_audio_hulls(shared_data, tmp_path):
             assert changed.any() and not (changed & ~hull).any()   # only inside hulls
     assert n_face >= 20
     out = tmp_path / "h.mp4"
-    s = V.deidentify_video(src, out, al, passthrough_net,
+    s = V.deidentify_video(src, out, al, passthrough_crops,
                            V.VideoConfig(max_frames=n, detect_every=3, progress=False))
     a, b = V.probe_video(src), _stream_facts(out)
     assert b["frames"] == s["frames"] == n and b["size"] == (a.width, a.height)
@@ -445,7 +445,7 @@ def test_hamilton_full_clip_audio_duration(shared_data, tmp_path):
     """Whole clip: same frame count and the audio stream's full duration (±1 frame)."""
     src = shared_data / "videos" / "hamilton_clip.mp4"
     out = tmp_path / "h.mp4"
-    s = V.deidentify_video(src, out, CachedAligner(upsample=1), passthrough_net,
+    s = V.deidentify_video(src, out, CachedAligner(upsample=1), passthrough_crops,
                            V.VideoConfig(detect_every=10, progress=False))
     a, b = _stream_facts(src), _stream_facts(out)
     assert b["frames"] == a["frames"] == 275 and b["fps"] == a["fps"] and b["size"] == a["size"]
@@ -494,7 +494,7 @@ def test_odd_size_and_4k_frames(portraits, tmp_path):
         for pkt in vs.encode():
             out.mux(pkt)
     with pytest.warns(UserWarning):
-        V.deidentify_video(src, tmp_path / "odd_out.mp4", CachedAligner(), passthrough_net,
+        V.deidentify_video(src, tmp_path / "odd_out.mp4", CachedAligner(), passthrough_crops,
                            V.VideoConfig(progress=False, fail_closed=True))
     assert _stream_facts(tmp_path / "odd_out.mp4")["size"] == (161, 121)
     big = np.zeros((2160, 3840, 3), np.uint8)
@@ -536,7 +536,7 @@ def test_pcm_audio_is_reencoded_to_aac(tmp_path):
     af.sample_rate, af.pts = rate, 0
     _write_av(src, "libx264", n, fps, "pcm_s16le", rate, "mono", [af])
     with pytest.warns(UserWarning, match="no face"):
-        s = V.deidentify_video(src, tmp_path / "o.mp4", CachedAligner(), passthrough_net,
+        s = V.deidentify_video(src, tmp_path / "o.mp4", CachedAligner(), passthrough_crops,
                                V.VideoConfig(progress=False))
     f = _stream_facts(tmp_path / "o.mp4")
     assert s["audio"]["mode"] == "aac" and f["audio"] == "aac" and f["frames"] == n
@@ -562,7 +562,7 @@ def test_checkpoint_pipeline_targets_per_track(untrained_ckpt, clip_frames, port
                                                sample_dir, tmp_path, capsys):
     from deid_core.cli import main
     aligner, net = pipeline.build_pipeline(untrained_ckpt)
-    assert isinstance(net, pipeline.DeidentifierNet) and net.target is None
+    assert isinstance(net, pipeline.DeidentifierCropFns) and net.target is None
     proc = V.FrameProcessor(CachedAligner(), net, V.VideoConfig())
     for i in range(48, 52):                          # two faces: two tracks, two targets
         out, info = proc(clip_frames[i], i / 25)
@@ -602,7 +602,7 @@ def test_common_containers(tmp_path, suffix, vcodec, acodec, mode):
         frames.append(af)
     _write_av(src, vcodec, n, fps, acodec, rate, "stereo", frames)
     with pytest.warns(UserWarning, match="no face"):
-        s = V.deidentify_video(src, tmp_path / "o.mp4", CachedAligner(), passthrough_net,
+        s = V.deidentify_video(src, tmp_path / "o.mp4", CachedAligner(), passthrough_crops,
                                V.VideoConfig(progress=False))
     f = _stream_facts(tmp_path / "o.mp4")
     assert f["codec"] == "h264" and f["frames"] == n and f["fps"] == fps

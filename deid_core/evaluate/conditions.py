@@ -56,8 +56,8 @@ def deid_transform(checkpoint: str | os.PathLike, target: str | os.PathLike | No
     memo: OrderedDict[bytes, np.ndarray] = OrderedDict()   # evaluators share one de-ID per image
     memo_bytes = 0
     # without a target image each face is its own target, embedded from the aligned crop that
-    # step e receives (net_fn(None)): the given landmarks, no re-detection
-    net = deid.net_fn(fixed, lam)
+    # step e receives (crop_fn(None)): the given landmarks, no re-detection
+    net = deid.crop_fn(fixed, lam)
 
     def fn(image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
         nonlocal memo_bytes

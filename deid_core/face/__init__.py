@@ -13,4 +13,4 @@ from deid_core.face.detect import (  # noqa: F401
     AlignConfig, DEFAULT_DETECTOR, DETECTORS, Face, landmark_check, obscure, YUNET_BOX_SHIFT_Y,
     YUNET_BOX_SIDE, YUNET_FILE, yunet_model_path, YUNET_SCORE, yunet_to_dlib_box, YuNetDetector)
 from deid_core.face.aligner import (  # noqa: F401
-    align_face, align_file, FaceAligner, NetFn, passthrough_net)
+    align_face, align_file, FaceAligner, CropFn, passthrough_crops)

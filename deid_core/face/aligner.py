@@ -7,7 +7,7 @@ c. a least-squares similarity transform from all 68 landmarks to the template;
 d. the face is warped into a ``size``×``size`` crop (``cv2.warpAffine``, bilinear, reflected border);
 e. the network: any callable ``net(crops uint8 N×S×S×3) -> (images uint8 N×S×S×3,
    masks float32 N×S×S in [0, 1])``, called once per frame for all faces
-   (:meth:`deid_core.pipeline.Deidentifier.net_fn` binds the trained generator);
+   (:meth:`deid_core.pipeline.Deidentifier.crop_fn` binds the trained generator);
 f. image and mask are warped back with the inverse transform (mask border 0);
 g. per pixel ``out = m·generated + (1 − m)·input``;
 h. the result is merged only inside the convex hull of the 68 landmarks, feathered
@@ -41,7 +41,7 @@ from deid_core.face.template import square_box, apply_affine, grow_box, template
 log = logging.getLogger(__name__)
 
 
-NetFn = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+CropFn = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 
 class FaceAligner:
@@ -284,7 +284,7 @@ class FaceAligner:
         box = np.r_[np.minimum(box[:2], lm.min(0)), np.maximum(box[2:], lm.max(0))]
         obscure(out, box, self.config.obscure_blocks)
 
-    def process(self, frame: np.ndarray, net: NetFn, faces: list[Face] | None = None
+    def process(self, frame: np.ndarray, net: CropFn, faces: list[Face] | None = None
                 ) -> tuple[np.ndarray, dict]:
         """The whole test-time pipeline (§3 a–h) on one frame.
 
@@ -347,7 +347,7 @@ def _check_net_output(result: Any, n: int, size: int) -> tuple[np.ndarray, np.nd
     return images, masks
 
 
-def passthrough_net(crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def passthrough_crops(crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Stand-in network (step e): returns the aligned crops unchanged and mask = 1."""
     crops = np.asarray(crops)
     return crops.copy(), np.ones(crops.shape[:3], np.float32)

@@ -11,7 +11,7 @@ from deid_core.video.config import (  # noqa: F401
 from deid_core.video.smoothing import (  # noqa: F401
     OneEuroFilter)
 from deid_core.video.tracking import (  # noqa: F401
-    box_iou, FixedNet, FrameProcessor, NetProvider, pattern_net, pixelate, Track)
+    box_iou, FixedCropFn, FrameProcessor, CropFnProvider, pattern_crops, pixelate, Track)
 from deid_core.video.codec import (  # noqa: F401
     FrameReader, MP4_AUDIO_COPY, Mp4Writer, probe_video, read_frames, remux_copy, upright,
     VideoInfo)

@@ -14,10 +14,10 @@ from typing import Any, Sequence
 
 from deid_core import paths
 from deid_core.errors import DeidError
-from deid_core.face.aligner import NetFn
+from deid_core.face.aligner import CropFn
 from deid_core.video.codec import FrameReader, Mp4Writer, probe_video, remux_copy
 from deid_core.video.config import MAX_FRAME_PIXELS, MAX_FRAME_SIDE, VideoConfig
-from deid_core.video.tracking import FrameProcessor, NetProvider
+from deid_core.video.tracking import FrameProcessor, CropFnProvider
 
 
 # ----------------------------------------------------------------------------------------
@@ -101,7 +101,7 @@ def summarize(frame_infos: list[dict], times: dict[str, float], wall: float,
 
 
 def deidentify_video(inp: str | os.PathLike, out: str | os.PathLike, aligner: Any,
-                     net: NetFn | NetProvider, config: VideoConfig | None = None,
+                     net: CropFn | CropFnProvider, config: VideoConfig | None = None,
                      overwrite: bool = False) -> dict:
     """De-identify a video file: every frame through :class:`FrameProcessor`, H.264 mp4 out
     with the input's resolution, frame timestamps and (remuxed) audio; ``OUT.json`` summary.

@@ -19,11 +19,11 @@ import numpy as np
 
 from deid_core import paths
 from deid_core.errors import DeidError
-from deid_core.face.aligner import NetFn
+from deid_core.face.aligner import CropFn
 from deid_core.video.codec import Mp4Writer, _END
 from deid_core.video.config import VideoConfig
 from deid_core.video.files import write_summary_json, summarize, summary_path
-from deid_core.video.tracking import FrameProcessor, NetProvider
+from deid_core.video.tracking import FrameProcessor, CropFnProvider
 
 
 # ----------------------------------------------------------------------------------------
@@ -112,7 +112,7 @@ def draw_fps(frame: np.ndarray, fps: float, text: str = "") -> np.ndarray:
     return frame
 
 
-def run_live(source: int | str, aligner: Any, net: NetFn | NetProvider,
+def run_live(source: int | str, aligner: Any, net: CropFn | CropFnProvider,
              config: VideoConfig | None = None, out: str | os.PathLike | None = None,
              show: bool = False, realtime: bool = False, overwrite: bool = False,
              overlay: bool = True, duration: float | None = None) -> dict:

@@ -25,7 +25,7 @@ from typing import Any, Protocol, Sequence
 import cv2
 import numpy as np
 
-from deid_core.face.aligner import NetFn
+from deid_core.face.aligner import CropFn
 from deid_core.face.detect import Face, obscure
 from deid_core.face.template import shape_error
 from deid_core.video.config import VideoConfig
@@ -95,23 +95,23 @@ def _box_rel(box: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
                      (box[2] - lb[0]) / w, (box[3] - lb[1]) / h])
 
 
-class NetProvider(Protocol):
+class CropFnProvider(Protocol):
     """What :class:`FrameProcessor` needs from a de-identification model."""
 
     def target_for(self, frame: np.ndarray, face: Any) -> Any: ...   # once per new track
-    def net_for(self, target: Any) -> NetFn: ...                    # callable for FaceAligner.process
+    def crop_fn_for(self, target: Any) -> CropFn: ...                    # callable for FaceAligner.process
 
 
-class FixedNet:
-    """A :class:`NetProvider` with one network for every face (pass-through, tests, benchmarks)."""
+class FixedCropFn:
+    """A :class:`CropFnProvider` with one network for every face (pass-through, tests, benchmarks)."""
 
-    def __init__(self, net: NetFn):
+    def __init__(self, net: CropFn):
         self.net = net
 
     def target_for(self, frame: np.ndarray, face: Any) -> Any:
         return None
 
-    def net_for(self, target: Any) -> NetFn:
+    def crop_fn_for(self, target: Any) -> CropFn:
         return self.net
 
 
@@ -131,13 +131,13 @@ class FrameProcessor:
     """Per-frame de-identification with tracks, smoothing and fail-closed regions.
 
     ``aligner`` is a :class:`deid_core.face.FaceAligner` (``detect``, ``landmarks``,
-    ``process``); ``net`` a :data:`NetFn` or a :class:`NetProvider`. Call it once per frame,
+    ``process``); ``net`` a :data:`CropFn` or a :class:`CropFnProvider`. Call it once per frame,
     in order: ``out, info = proc(frame_rgb, t_seconds)``.
     """
 
-    def __init__(self, aligner: Any, net: NetFn | NetProvider, config: VideoConfig | None = None):
+    def __init__(self, aligner: Any, net: CropFn | CropFnProvider, config: VideoConfig | None = None):
         self.aligner = aligner
-        self.provider: NetProvider = net if hasattr(net, "net_for") else FixedNet(net)  # type: ignore[arg-type]
+        self.provider: CropFnProvider = net if hasattr(net, "crop_fn_for") else FixedCropFn(net)  # type: ignore[arg-type]
         self.cfg = config or VideoConfig()
         self.tracks: list[Track] = []
         self.index = 0
@@ -155,7 +155,7 @@ class FrameProcessor:
         if hasattr(self.aligner, "predictor"):
             self.aligner.predictor
         size = int(getattr(self.aligner, "size", 128))
-        self.provider.net_for(None)(np.zeros((1, size, size, 3), np.uint8))
+        self.provider.crop_fn_for(None)(np.zeros((1, size, size, 3), np.uint8))
 
     # -- tracking ------------------------------------------------------------------------
     def _new_track(self, frame: np.ndarray, face: Any) -> Track:
@@ -312,7 +312,7 @@ class FrameProcessor:
         for tr in active:
             groups.setdefault(id(tr.target), []).append(tr)
         for trs in groups.values():
-            out, pinfo = self.aligner.process(out, self.provider.net_for(trs[0].target),
+            out, pinfo = self.aligner.process(out, self.provider.crop_fn_for(trs[0].target),
                                               faces=[tr.smoothed for tr in trs])
             for k in ("warp", "net", "paste"):
                 T[k] += pinfo.get("times", {}).get(k, 0.0)
@@ -338,7 +338,7 @@ class FrameProcessor:
         return out, info
 
 
-def pattern_net(size: int, alpha: float = 0.6) -> NetFn:
+def pattern_crops(size: int, alpha: float = 0.6) -> CropFn:
     """A deterministic stand-in network that paints a fixed textured pattern (in crop
     coordinates) with a constant mask: any jitter of the alignment shows up as flicker in
     the output, which a pass-through network would hide. For the stabilisation measurement."""

@@ -515,7 +515,7 @@ def bench_paste(deid: Deidentifier, crop: np.ndarray, frames: tuple[tuple[int, i
                 reps: int, lam: float | None) -> dict:
     """Median ms of the test-time path (§3 c–h) per frame size, with stage times."""
     res = {}
-    net = deid.net_fn(None, lam)     # each face is its own target (dlib embedding included)
+    net = deid.crop_fn(None, lam)     # each face is its own target (dlib embedding included)
     for wh in frames:
         frame, face = synthetic_frame(crop, wh, deid.aligner.config.margin)
         totals, stages = [], []
