@@ -18,12 +18,10 @@ from pathlib import Path
 import pandas as pd
 
 from deid_core import paths
-from deid_core.train import list_images
 from deid_core.evaluate.naturalness import run_naturalness
 from deid_core.evaluate.table_writer import write_table
-from deid_core.train import export_weights
 from deid_core.recipe import RecipeConfig
-from deid_core.train import CHECKPOINT_NAME, TrainConfig, train
+from deid_core.train import CHECKPOINT_NAME, TrainConfig, export_weights, list_images, train
 
 # variant name → (recipe, options): deid minus one change at a time
 VARIANTS: dict[str, tuple[str, dict]] = {
@@ -95,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         lam = RecipeConfig.preset(*VARIANTS[name][:1], **VARIANTS[name][1]).lam_max
         df = run_naturalness(portraits, [(export, lam)], max_images=args.max_images,
                              baselines=False, name=None, device=args.device)
-        row = df[df["condition"] != "real (identity)"].iloc[0].to_dict()
+        row = df[df["condition"].str.startswith("deid ")].iloc[0].to_dict()   # the model's row
         row["condition"] = name
         rows.append(row)
     table = pd.DataFrame(rows)
