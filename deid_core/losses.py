@@ -396,8 +396,9 @@ def generator_terms(x: torch.Tensor, z_raw: torch.Tensor, mask: torch.Tensor,
         t["colour_raw"] = loss_colour(z_raw, x)
         t["colour_masked"] = loss_colour(z_masked, x)
     if recipe.mask_floor > 0 and face_region is not None:
-        # the floor grows with the dial (full from a quarter of it): λ = 0 keeps the input
-        frac = (_per_example(lam, x.shape[0], x.device) / recipe.lam_max * 4).clamp(0, 1)
+        # the floor grows with the dial (full from floor_full_at of it): λ = 0 keeps the input
+        frac = (_per_example(lam, x.shape[0], x.device)
+                / (recipe.lam_max * recipe.floor_full_at)).clamp(0, 1)
         t["mask_floor"] = ramp * loss_mask_floor(mask, face_region, recipe.mask_floor * frac)
     if perceptual is not None:
         n = x.shape[0]

@@ -30,7 +30,7 @@ gan_raw                the discriminator also judges the raw decoder output
 colour                 weight of the skin-tone/texture constraint: L1 on 8×8 low-passed colour
                        and on the chroma high-pass (no colourful texture)
 mask_floor             the mask is pushed to ≥ this value inside the face hull once the
-                       repeller is on, in proportion to the dial up to a quarter of it
+                       repeller is on, in proportion to the dial up to floor_full_at of it
                        (the raw output must carry the new face; λ = 0 still keeps the input)
 curriculum             reconstruction + attractors first (``warmup`` of the run), then the
                        repeller and mask floor ramp in over ``ramp``
@@ -68,6 +68,7 @@ class RecipeConfig:
     gan_raw: bool = False
     colour: float = 0.0
     mask_floor: float = 0.0
+    floor_full_at: float = 0.25         # dial fraction where the mask floor reaches mask_floor
     curriculum: bool = False
     warmup: float = 0.15                # fraction of the run before the repeller starts
     ramp: float = 0.25                  # fraction of the run over which it ramps in
@@ -109,6 +110,8 @@ class RecipeConfig:
         if self.lam_sampling not in ("loguniform", "uniform"):
             raise DeidError(f"recipe option lam_sampling must be 'loguniform' or 'uniform', "
                             f"got {self.lam_sampling!r}")
+        if not 0 < self.floor_full_at <= 1:
+            raise DeidError(f"recipe option floor_full_at must be in (0, 1], got {self.floor_full_at}")
         if not 0 <= self.mask_floor < 1:
             raise DeidError(f"recipe option mask_floor must be in [0, 1), got {self.mask_floor}")
         if self.warmup < 0 or self.ramp < 0 or self.warmup + self.ramp > 1:

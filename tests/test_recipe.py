@@ -188,6 +188,8 @@ def test_recipe_presets_and_switches():
         RecipeConfig.preset("deid", eot="maybe")
     with pytest.raises(DeidError, match="unknown recipe"):
         RecipeConfig.preset("fancy")
+    with pytest.raises(DeidError, match="floor_full_at"):
+        RecipeConfig.preset("deid", floor_full_at=0)
     assert RecipeConfig.from_dict(d.to_dict()) == d and RecipeConfig.from_dict(None).name == "paper"
 
 
