@@ -291,14 +291,27 @@ def set_steps(trainer: Trainer, steps: int) -> None:
         trainer.lam = lam_at(trainer.schedule, trainer.step)
 
 
-def load_init(trainer: Trainer, path: Path | None, ck: dict | None) -> dict:
-    """Continue from carried weights when their model config equals the trainer's."""
+def load_init(trainer: Trainer, path: Path | None, ck: dict | None,
+              probe: torch.Tensor | None = None) -> dict:
+    """Continue from carried weights when their model config equals the trainer's; otherwise
+    warm-start the tensors whose names and shapes match (``Trainer.warm_start``; ``probe``:
+    a few training faces, float N×3×S×S in [−1, 1], to rescale a legacy conditioning layer)."""
     if path is None or ck is None:
         return {"init": "none", "prior_steps": 0}
     saved = ModelConfig.from_dict(ck["config"]["model"])
     if saved != trainer.mcfg:
         diff = {k: (v, getattr(trainer.mcfg, k)) for k, v in dataclasses.asdict(saved).items()
                 if v != getattr(trainer.mcfg, k)}
+        if hasattr(trainer, "warm_start"):
+            if trainer.dataset is None and probe is not None:
+                trainer.dataset = list(probe.cpu())
+            report = trainer.warm_start(path)
+            trainer.dataset = None
+            log.warning("carried weights %s are for another model (%s): warm start of %d "
+                        "matching generator tensors (%d kept fresh)", path, diff,
+                        report["generator"], len(report["skipped"]))
+            return {"init": f"warm start from {path.name} ({report['generator']} tensors; "
+                            f"config differs: {sorted(diff)})", "prior_steps": 0}
         log.warning("carried weights %s are for another model (%s): training from scratch", path,
                     diff)
         return {"init": f"none (config differs from {path.name}: {sorted(diff)})", "prior_steps": 0}
@@ -596,7 +609,7 @@ def run(cfg: JobConfig) -> dict:
         if parts + len(OUT_FILES) > MAX_FILES:
             raise DeidError(f"{trainer.mcfg.name}: generator needs {parts} fp16 files of 15 MiB; "
                             f"only {MAX_FILES - len(OUT_FILES)} can come back")
-        meta = load_init(trainer, init, init_ck)
+        meta = load_init(trainer, init, init_ck, probe=faces.batch(8))
         meta.update({"preset": trainer.mcfg.name, "recipe": getattr(trainer.cfg, "recipe", None)})
         bench.update(meta)
         bench.update({"preset": trainer.mcfg.name, "batch": trainer.batch,
@@ -645,7 +658,7 @@ def run(cfg: JobConfig) -> dict:
         # benchmarks, each saved as it completes; those past the deadline are skipped
         G = getattr(trainer, "G_ema", None) or trainer.G
         lams = dial_lams(trainer, cfg.dial_positions)
-        lam = lams[len(lams) // 2] if trainer.mcfg.lam_cond else None
+        lam = lams[-1] if trainer.mcfg.lam_cond else None     # top of the dial: faces change
 
         def grid() -> list[float]:
             png, used = sample_grid(trainer, heldout[:cfg.grid_faces], cfg.dial_positions)

@@ -277,10 +277,9 @@ def main(argv: list[str] | None = None) -> int:
         if not manifest["init_matches"]:
             mb = init.stat().st_size / MiB
             print(f"NOTE: {init.name} is not a {manifest['preset']} model of the {a.recipe} recipe "
-                  f"(its config differs): the job will train from scratch. "
-                  + (f"It travels anyway as a tracked file ({mb:.1f} MiB): move it aside for the "
-                     f"run and re-pack with --replace --init none to carry more faces."
-                     if init in needed else ""))
+                  f"(its config differs): the job warm-starts the tensors whose names and "
+                  f"shapes match (Trainer.warm_start) and trains the rest from scratch, the "
+                  f"recipe's curriculum included.")
     # training faces within the budget
     used = tree_bytes(new)
     if a.tiny:
