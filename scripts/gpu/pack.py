@@ -275,7 +275,6 @@ def main(argv: list[str] | None = None) -> int:
         want = ModelConfig.from_dict(job_model_config(manifest["preset"], a.recipe))
         manifest["init_matches"] = ModelConfig.from_dict(model) == want
         if not manifest["init_matches"]:
-            mb = init.stat().st_size / MiB
             print(f"NOTE: {init.name} is not a {manifest['preset']} model of the {a.recipe} recipe "
                   f"(its config differs): the job warm-starts the tensors whose names and "
                   f"shapes match (Trainer.warm_start) and trains the rest from scratch, the "
