@@ -119,6 +119,10 @@ def test_job_dry_run(tiny_carry, tmp_path):
                 "compile", "latency_128", "latency_256", "paste"):
         assert key in bench, key
     assert bench["steps"] == 6 and bench["train_img_per_s"] > 0
+    # carried weights of another model config (the committed paper-recipe starter) are
+    # warm-started tensor by tensor, not ignored
+    if not json.loads((tiny_carry / "manifest.json").read_text()).get("init_matches", True):
+        assert bench["init"].startswith("warm start from") and bench["prior_steps"] == 0
     assert set(bench["paste"]) == {"320x240", "640x360"}
     assert all(v["changed_pixels"] > 0 for v in bench["paste"].values())
     # unpack into a loadable checkpoint
