@@ -1,4 +1,4 @@
-"""How well the ArcFace/SFace 5-point alignment does on a folder of portraits (issue 10).
+"""How well the ArcFace/SFace 5-point alignment does on a folder of portraits.
 
     python scripts/five_point_check.py [FOLDER] [--max-side 800] [--csv FILE]
 
