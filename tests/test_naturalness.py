@@ -141,3 +141,27 @@ def test_cli_writes_its_table(tmp_path, monkeypatch, capsys):
     assert (tmp_path / "tables" / "nat_cli.csv").is_file()
     assert main(["eval", "naturalness", "--lam", "1e-5"]) == 1      # --lam without --checkpoint
     assert "--checkpoint" in capsys.readouterr().err
+
+
+def _nose_stripe(image, landmarks):
+    """A bright orange band along the nose (landmarks 27-30), the shortcut a strong repeller found."""
+    import cv2
+    out = image.copy()
+    lm = np.asarray(landmarks)
+    width = max(2, int(metrics.inter_ocular(landmarks) / 5))      # about the nose's width
+    for a, b in zip(lm[27:30], lm[28:31]):
+        cv2.line(out, tuple(int(v) for v in a), tuple(int(v) for v in b), (240, 170, 110), width)
+    return out
+
+
+def test_colour_shift_sees_a_blotch_the_detail_ratios_miss(faces):
+    ims, lms = faces
+    for im, lm in zip(ims, lms):
+        assert N.colour_shift(im, im.copy(), lm) == 0
+        striped = _nose_stripe(im, lm)
+        blurred = blur_transform(0.03)(im, lm)
+        # the stripe leaves the detail ratios natural ...
+        r = N.hf_ratio(im, striped, lm)
+        assert 0.6 <= r.luma_ratio <= 1.6 and 0.6 <= r.chroma_ratio <= 1.6, r
+        # ... but shifts the colour far more than a blur of the face does
+        assert N.colour_shift(im, striped, lm) > 3 * max(N.colour_shift(im, blurred, lm), 1.0)

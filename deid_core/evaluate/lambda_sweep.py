@@ -59,6 +59,7 @@ def lambda_sweep(images: Sequence[np.ndarray], landmarks: Sequence[np.ndarray],
                          "landmark NME": nat[lam]["landmark NME (mean)"],
                          "luma HF ratio": nat[lam]["luma HF ratio (median)"],
                          "chroma HF ratio": nat[lam]["chroma HF ratio (median)"],
+                         "colour shift p95": nat[lam]["colour shift p95 (median)"],
                          "YuNet retention": nat[lam]["YuNet retention"],
                          "paper": "Fig. 9: λ = -5e-7, -1e-6, -2e-6 (qualitative)"})
     df = pd.DataFrame(rows)
@@ -71,7 +72,8 @@ def lambda_sweep(images: Sequence[np.ndarray], landmarks: Sequence[np.ndarray],
         "Descriptor distance: L2 between unit-normalised evaluator embeddings; RGB: mean |Δ| (0-255).",
         "Landmark NME: dlib 68 points of the output vs the source (same box), / outer inter-ocular distance.",
         "Luma / chroma HF ratio: median over faces of the high-frequency energy output / input inside the "
-        "source's landmark hull; YuNet retention: fraction of faces OpenCV's YuNet still finds "
+        "source's landmark hull; colour shift p95: median over faces of the 95th percentile of the "
+        "low-frequency chroma change inside the hull (0-255; a colour blotch); YuNet retention: fraction of faces OpenCV's YuNet still finds "
         "(evaluate.naturalness).",
         *([("Spearman ρ(λ, descriptor distance): "
             + ", ".join(f"{k} {v:.3f}" for k, v in rho.items()))] if rho else [])])

@@ -141,6 +141,30 @@ def hf_energy(image: np.ndarray, landmarks: np.ndarray,
     return float(e[0]), float(e[1] + e[2]), fine
 
 
+#: σ of the low-pass for :func:`colour_shift`, × outer inter-ocular distance (a nose-wide blotch)
+COLOUR_SIGMA = 1 / 8
+
+
+def colour_shift(source: np.ndarray, output: np.ndarray, landmarks: np.ndarray) -> float:
+    """95th percentile over the source's hull of the low-frequency chroma change,
+    ``|Δ(Cr, Cb)|`` (0–255 units) after a Gaussian blur of σ = :data:`COLOUR_SIGMA` × IOD: a
+    blotch of another colour (a bright stripe along the nose, a patch of another skin tone)
+    that the detail ratios, being band-passes, cannot see. 0 for an unchanged face."""
+    if source.shape != output.shape:
+        raise DeidError(f"source {source.shape} and output {output.shape} differ in shape")
+    sigma = max(1.0, COLOUR_SIGMA * float(metrics.inter_ocular(landmarks)))
+    ys, xs = _roi(landmarks, source.shape, 3.0 * sigma)
+    mask = hull_mask(np.asarray(landmarks, np.float64) - [xs.start, ys.start],
+                     source[ys, xs].shape)
+    if not mask.any():
+        raise DeidError("the face's landmark hull lies outside the image")
+    chroma = [cv2.GaussianBlur(cv2.cvtColor(np.ascontiguousarray(im[ys, xs]), cv2.COLOR_RGB2YCrCb)
+                               .astype(np.float32)[..., 1:], (0, 0), sigmaX=sigma,
+                               borderType=cv2.BORDER_REFLECT_101) for im in (source, output)]
+    delta = np.linalg.norm(chroma[1] - chroma[0], axis=-1)[mask]
+    return float(np.percentile(delta, 95))
+
+
 def hf_ratio(source: np.ndarray, output: np.ndarray, landmarks: np.ndarray) -> HighFrequency:
     """Detail energy of source and output inside the SOURCE landmarks' hull."""
     if source.shape != output.shape:
@@ -247,6 +271,7 @@ class FaceNaturalness:
     rgb_distance: float            # mean |Δ| over the whole image (Table 3's RGB distance)
     identity_distance: dict[str, float] = field(default_factory=dict)
     same_person: dict[str, bool] = field(default_factory=dict)
+    colour_shift: float = 0.0      # low-frequency chroma change, p95 in the hull (:func:`colour_shift`)
 
 
 class NaturalnessMeter:
@@ -297,7 +322,8 @@ class NaturalnessMeter:
                 yunet_score=score,
                 nme=float(nme[i]), rgb_distance=metrics.pixel_distance(src, out),
                 identity_distance={k: float(v[0][i]) for k, v in ident.items()},
-                same_person={k: bool(v[1][i]) for k, v in ident.items()}))
+                same_person={k: bool(v[1][i]) for k, v in ident.items()},
+                colour_shift=colour_shift(src, out, lm)))
         return faces
 
 
@@ -311,6 +337,7 @@ def summarize(faces: Sequence[FaceNaturalness]) -> dict:
            "luma HF ratio (median)": float(np.median(lr)), "luma HF ratio (mean)": float(lr.mean()),
            "chroma HF ratio (median)": float(np.median(cr)), "chroma HF ratio (mean)": float(cr.mean()),
            "luma fine ratio (median)": float(np.median([f.hf.fine_ratio for f in faces])),
+           "colour shift p95 (median)": float(np.median([f.colour_shift for f in faces])),
            "YuNet retention": float(np.mean(ret)) if ret else float("nan"), "YuNet faces": len(ret),
            "YuNet score (median)": float(np.median([f.yunet_score for f in faces if f.retained is not None]))
            if ret else float("nan"),
@@ -361,6 +388,9 @@ def naturalness_table(images: Sequence[np.ndarray], landmarks: Sequence[np.ndarr
             f"/ {1 / HF_BAND[1]:g} (1 and 2 px of the 128-px aligned crop); luma = Y, chroma = Cr + Cb. "
             f"Natural: {lo}-{hi} (1.0 = unchanged; blur < 1; colour texture ≫ 1). Luma fine ratio: "
             f"Y − Gaussian blur(σ1), detail finer than a 128-px crop holds (resolution, not texture).",
+            "Colour shift: 95th percentile over the hull of the low-frequency chroma change "
+            "|Δ(Cr, Cb)| (Gaussian σ = inter-ocular distance / 8; 0-255): a blotch of another colour "
+            "(e.g. a bright stripe along the nose) that the detail ratios cannot see; 0 = unchanged.",
             f"YuNet retention: fraction of faces YuNet (OpenCV, score ≥ {YUNET_SCORE}) finds in the "
             f"source that it still finds in the output (box IoU ≥ {RETAIN_IOU}); YuNet faces = their number; "
             f"YuNet score: its confidence for the output face (0 = not found; real portraits ≈ 0.94).",
