@@ -231,13 +231,19 @@ def loss_perceptual(feat_z: dict[str, torch.Tensor], feat_s: dict[str, torch.Ten
     uses each example's own λ). Returns the batch mean.
     """
     n = feat_z[descriptor].shape[0]
-    total = torch.zeros(n, device=feat_z[descriptor].device)
-    for k in source_layers:
-        total = total + ell(feat_s[k], feat_z[k])
-    total = total + ell(feat_t[target_layer], feat_z[target_layer])
+    total = perceptual_attractors(feat_z, feat_s, feat_t, source_layers, target_layer)
     lam_t = _per_example(lam, n, total.device)
     total = total - lam_t * ell(feat_t[descriptor], feat_z[descriptor])
     return total.mean()
+
+
+def perceptual_attractors(feat_z: dict[str, torch.Tensor], feat_s: dict[str, torch.Tensor],
+                          feat_t: dict[str, torch.Tensor], source_layers: tuple[str, ...],
+                          target_layer: str, fn: Callable = ell) -> torch.Tensor:
+    """The attractor part of L_p^c per example (N,): Σ ℓ(s, z) over the source layers + ℓ(t, z)
+    at the target layer (§3.2.1); ``fn`` is :func:`ell` or :func:`ell_normalised`."""
+    total = sum(fn(feat_s[k], feat_z[k]) for k in source_layers)
+    return total + fn(feat_t[target_layer], feat_z[target_layer])
 
 
 class PerceptualLoss:
@@ -352,8 +358,8 @@ def perceptual_recipe(f_z: dict[str, torch.Tensor], feat_s: dict[str, torch.Tens
     fn = ell_normalised if recipe.perceptual_norm else ell
     desc, n = perceptual.descriptor, f_z[perceptual.descriptor].shape[0]
     lam_t = _per_example(lam, n, f_z[desc].device)
-    attract = sum(fn(feat_s[k], f_z[k]) for k in perceptual.source_layers)
-    attract = attract + fn(feat_t[perceptual.target_layer], f_z[perceptual.target_layer])
+    attract = perceptual_attractors(f_z, feat_s, feat_t, perceptual.source_layers,
+                                    perceptual.target_layer, fn)
     if recipe.repeller == "linear":
         repel = -(lam_t * perceptual.cfg.lam_unit) * ell(feat_t[desc], f_z[desc])
     else:

@@ -46,23 +46,24 @@ def slug(name: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in name).strip("_").lower()
 
 
-def run_variant(name: str, args: argparse.Namespace, held: list[str]) -> Path:
-    """Train (or reuse) one variant and export its fp16 weights; returns the export."""
+def run_variant(name: str, args: argparse.Namespace, held: list[str]) -> tuple[Path, float]:
+    """Train (or reuse) one variant and export its fp16 weights; returns the export and the
+    top of its dial."""
     recipe, options = VARIANTS[name]
+    rc = RecipeConfig.preset(recipe, **options)
     out = Path(args.out) / slug(name)
     export = out / "export.pt"
     if export.is_file():
-        return export
+        return export, rc.lam_max
     cfg = TrainConfig(preset=args.preset, recipe=recipe, options=dict(options), data=args.data,
                       exclude_persons=held, out=str(out), steps=args.steps, batch=args.batch,
-                      lr=args.lr, lam_range=(1e-7, RecipeConfig().lam_max), seed=args.seed,
+                      lr=args.lr, lam_range=(1e-7, rc.lam_max), seed=args.seed,
                       device=args.device, threads=args.threads, init=args.init,
                       ckpt_every=max(1, args.steps // 4), sample_every=args.steps)
     resume = (out / CHECKPOINT_NAME).is_file()
     train(cfg, resume=resume, progress=True)
-    rc = RecipeConfig.preset(recipe, **options)
     export_weights(out / CHECKPOINT_NAME, export, lam=rc.lam_max)
-    return export
+    return export, rc.lam_max
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -89,8 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     held = sorted({person for _, person in list_images(portraits)})
     rows = []
     for name in args.variants:
-        export = run_variant(name, args, held)
-        lam = RecipeConfig.preset(*VARIANTS[name][:1], **VARIANTS[name][1]).lam_max
+        export, lam = run_variant(name, args, held)
         df = run_naturalness(portraits, [(export, lam)], max_images=args.max_images,
                              baselines=False, name=None, device=args.device)
         row = df[df["condition"].str.startswith("deid ")].iloc[0].to_dict()   # the model's row

@@ -327,17 +327,18 @@ class Trainer:
         self.lam = lam_at(self.schedule, self.step)
         set_rng_state(ck["rng"], self.gen)
 
-    def warm_start(self, path: str | Path) -> dict:
+    def warm_start(self, path: str | Path, probe: torch.Tensor | None = None) -> dict:
         """Copy every generator (and discriminator) tensor of ``path`` whose name and shape
         match this run's networks; the rest keep their initialisation. A generator saved
         without ``id_norm`` gets its decoder FC columns rescaled by the rms its latent and
-        descriptor had, so the warm-started network starts from the same function."""
+        descriptor had on ``probe`` faces (float N×3×S×S in [−1, 1]; default: the first
+        faces of the dataset), so the warm-started network starts from the same function."""
         ck = load_checkpoint(path)
         src_cfg = ModelConfig.from_dict(ck["config"]["model"])
         report = {"from": str(path), "generator": 0, "skipped": [], "discriminator": 0}
         src = {k: v.float() for k, v in (ck.get("generator_ema") or ck["generator"]).items()}
         if self.mcfg.id_norm and not src_cfg.id_norm and "dec_fc.weight" in src and self.perceptual:
-            src["dec_fc.weight"] = self._fold_id_norm(src_cfg, ck, src["dec_fc.weight"])
+            src["dec_fc.weight"] = self._fold_id_norm(src_cfg, ck, src["dec_fc.weight"], probe)
         report["generator"], report["skipped"] = load_matching_weights(self.G, src)
         if self.G_ema is not None:
             self.G_ema.load_state_dict(self.G.state_dict())
@@ -347,11 +348,12 @@ class Trainer:
         return report
 
     @torch.no_grad()
-    def _fold_id_norm(self, src_cfg: ModelConfig, ck: dict, w: torch.Tensor) -> torch.Tensor:
-        """dec_fc columns × the rms of latent / descriptor (measured on the sample faces)."""
+    def _fold_id_norm(self, src_cfg: ModelConfig, ck: dict, w: torch.Tensor,
+                      probe: torch.Tensor | None = None) -> torch.Tensor:
+        """dec_fc columns × the rms of latent / descriptor (measured on the probe faces)."""
         G0 = Generator(src_cfg)
         load_matching_weights(G0, {k: v.float() for k, v in ck["generator"].items()})
-        x = self._probe_faces()
+        x = self._probe_faces() if probe is None else probe.detach().float().cpu()
         e, _ = self.embed(x.to(self.device))
         h = G0.enc_in(x)
         for down in G0.enc_down:

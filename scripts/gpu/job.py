@@ -303,10 +303,7 @@ def load_init(trainer: Trainer, path: Path | None, ck: dict | None,
         diff = {k: (v, getattr(trainer.mcfg, k)) for k, v in dataclasses.asdict(saved).items()
                 if v != getattr(trainer.mcfg, k)}
         if hasattr(trainer, "warm_start"):
-            if trainer.dataset is None and probe is not None:
-                trainer.dataset = list(probe.cpu())
-            report = trainer.warm_start(path)
-            trainer.dataset = None
+            report = trainer.warm_start(path, probe=probe)
             log.warning("carried weights %s are for another model (%s): warm start of %d "
                         "matching generator tensors (%d kept fresh)", path, diff,
                         report["generator"], len(report["skipped"]))
