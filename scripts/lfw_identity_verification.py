@@ -51,8 +51,8 @@ def main() -> int:
                     notes=[f"{lfw.name}, {first['n_pairs']} pairs, 10-fold; TPR at FAR=1e-3 with thresholds "
                            "from the other folds' mismatched pairs; score = -distance (dlib euclidean, "
                            "others cosine)",
-                           f"landmarks: dlib HOG (upsample 0, then 1) + 68-pt predictor; "
-                           f"{first['n_fallback']} of {first['n_images']} images used the centre-box fallback",
+                           f"landmarks: the evaluation's shared pass (default detector, 2x retry, 68-pt predictor); "
+                           f"{first['n_fallback']} of {first['n_images']} images used the median-box fallback",
                            f"machine: 2-core shared CPU box, {args.threads} thread(s)"],
                     out_dir=out.parent)
     return 0

@@ -104,3 +104,35 @@ def test_table4_rank_lfw_a_subset(shared_data, tmp_path, monkeypatch):
     assert overall.loc["pixelate", "rank-1"] < overall.loc["original", "rank-1"]
     md = (tmp_path / "res" / "tables" / "table4_rank.md").read_text()
     assert "among 60 gallery identities" in md
+
+
+def test_dataset_landmarks_fallback_and_cache(tmp_path, monkeypatch):
+    """One landmark pass for every evaluator: detected faces keep their own landmarks; an image
+    with no detectable face gets the predictor inside the median detected box (flagged), and a
+    second call over a subset reads the cache instead of detecting again."""
+    import cv2
+    from deid_core.evaluate import faces as eval_faces
+    monkeypatch.setenv("DEID_CACHE", str(tmp_path / "cache"))
+    src = sorted(Path("data/sample/portraits").glob("*.jpg"))[:3]
+    root = tmp_path / "ds"
+    for i, f in enumerate(src):
+        (root / f"p{i}").mkdir(parents=True)
+        img = cv2.resize(cv2.imread(str(f)), (250, 250))
+        if i == 2:
+            img = np.full_like(img, 128)          # nothing to detect
+        cv2.imwrite(str(root / f"p{i}" / "a.png"), img)
+    ds = eval_faces.scan_folder_dataset(root)
+    lms, det = eval_faces.dataset_landmarks(ds, progress=False)
+    assert det.tolist() == [True, True, False]
+    det_lm = eval_faces.LandmarkDetector()(eval_faces.read_image(ds.path(0)))
+    np.testing.assert_allclose(lms[0], det_lm, atol=1e-3)
+    # the fallback lies inside the box spanned by the detected faces' landmarks, not at (0, 0)
+    lo, hi = lms[:2].reshape(-1, 2).min(0) - 30, lms[:2].reshape(-1, 2).max(0) + 30
+    assert (lms[2] >= lo).all() and (lms[2] <= hi).all()
+
+    class Refuse(eval_faces.LandmarkDetector):
+        def locate(self, image):
+            raise AssertionError("cache miss: detected again")
+    sub, sub_det = eval_faces.dataset_landmarks(ds, indices=[2, 0], detector=Refuse(), progress=False)
+    np.testing.assert_array_equal(sub, lms[[2, 0]])
+    assert sub_det.tolist() == [False, True]
