@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from dataclasses import dataclass
-from typing import Any, Protocol, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 import cv2
 import numpy as np
@@ -66,8 +66,6 @@ class Track:
     last_seen: int                  # frame index of the last detection / re-fit
     first_frame: int
     target: Any = None              # target embedding (or None for a fixed net)
-    filter: OneEuroFilter | None = None
-    smoothed: Any = None            # latest smoothed Face
     missed: bool = False            # the detector did not find it in the last detection frame
     velocity: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(2))  # box centre px/frame
 
@@ -93,6 +91,34 @@ def _box_rel(box: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
     w, h = max(lb[2] - lb[0], 1e-3), max(lb[3] - lb[1], 1e-3)
     return np.array([(box[0] - lb[0]) / w, (box[1] - lb[1]) / h,
                      (box[2] - lb[0]) / w, (box[3] - lb[1]) / h])
+
+
+@dataclass
+class TrackView:
+    """One track in one frame, as the renderer needs it.
+
+    ``state``: ``detected`` / ``refit`` (landmarks of this frame), ``replayed`` (moved here by
+    optical flow or the motion model from a frame where the face was seen), ``lost`` (only a
+    region, ``box``, to obscure). ``action``: ``deidentify`` or ``keep`` (consent list)."""
+    track: int
+    face: Any
+    target: Any
+    state: str
+    box: np.ndarray | None = None
+    action: str = "deidentify"
+    smoothed: Any = None
+
+
+@dataclass
+class FrameObs:
+    """What the tracking half saw in one frame (:meth:`FrameProcessor.observe`)."""
+    index: int
+    t: float
+    detected: bool
+    n_detected: int | None
+    cut: bool
+    views: list[TrackView]
+    born: list[int] = dataclasses.field(default_factory=list)   # track ids new in this frame
 
 
 class CropFnProvider(Protocol):
@@ -135,7 +161,8 @@ class FrameProcessor:
     in order: ``out, info = proc(frame_rgb, t_seconds)``.
     """
 
-    def __init__(self, aligner: Any, net: CropFn | CropFnProvider, config: VideoConfig | None = None):
+    def __init__(self, aligner: Any, net: CropFn | CropFnProvider, config: VideoConfig | None = None,
+                 detect: Callable[[np.ndarray], list[Any]] | None = None):
         self.aligner = aligner
         self.provider: CropFnProvider = net if hasattr(net, "crop_fn_for") else FixedCropFn(net)  # type: ignore[arg-type]
         self.cfg = config or VideoConfig()
@@ -143,6 +170,8 @@ class FrameProcessor:
         self.index = 0
         self._next_id = 0
         self._thumb: np.ndarray | None = None      # previous frame's thumbnail (scene cuts)
+        self._filters: dict[int, OneEuroFilter] = {}  # render: One-Euro filter per track id
+        self.detect = detect or aligner.detect       # frame → faces (rotated views: a wrapper)
         import scipy.optimize  # noqa: F401  (imported here, not inside the timed tracking)
         self.times: dict[str, float] = {k: 0.0 for k in
                                         ("detect", "refit", "track", "warp", "net", "paste", "fail_closed")}
@@ -160,11 +189,8 @@ class FrameProcessor:
     # -- tracking ------------------------------------------------------------------------
     def _new_track(self, frame: np.ndarray, face: Any) -> Track:
         tr = Track(id=self._next_id, face=face, box_rel=_box_rel(face.box, face.landmarks),
-                   last_seen=self.index, first_frame=self.index,
-                   filter=OneEuroFilter(self.cfg.min_cutoff, self.cfg.beta, self.cfg.d_cutoff))
+                   last_seen=self.index, first_frame=self.index)
         self._next_id += 1
-        if self._face_side(face) >= self.cfg.min_face and getattr(face, "reliable", True):
-            tr.target = self.provider.target_for(frame, face)
         return tr
 
     @staticmethod
@@ -233,13 +259,16 @@ class FrameProcessor:
         tr.velocity = 0.5 * tr.velocity + 0.5 * v if self.index > tr.first_frame else v * 0
         tr.face, tr.missed, tr.last_seen = face, False, self.index
 
-    def _smooth(self, tr: Track, t: float) -> Any:
-        if not self.cfg.stabilize or tr.filter is None:
-            return tr.face
-        lm = tr.filter(tr.face.landmarks, t, scale=max(self._face_side(tr.face), 1.0))
-        lm = lm.astype(np.float32)
-        box = _square_box(_lm_box(lm) + (np.asarray(tr.face.box, np.float64) - _lm_box(tr.face.landmarks)))
-        return dataclasses.replace(tr.face, box=box, landmarks=lm)
+    def _smooth(self, track: int, face: Any, t: float) -> Any:
+        """One-Euro smoothing of a track's landmarks (one filter per track id, in time order)."""
+        if not self.cfg.stabilize:
+            return face
+        f = self._filters.get(track)
+        if f is None:
+            f = self._filters[track] = OneEuroFilter(self.cfg.min_cutoff, self.cfg.beta, self.cfg.d_cutoff)
+        lm = f(face.landmarks, t, scale=max(self._face_side(face), 1.0)).astype(np.float32)
+        box = _square_box(_lm_box(lm) + (np.asarray(face.box, np.float64) - _lm_box(face.landmarks)))
+        return dataclasses.replace(face, box=box, landmarks=lm)
 
     def _keep(self, tr: Track, shape: tuple[int, ...]) -> bool:
         """Fail-closed: a lost track is kept until its region leaves the frame; fail-open:
@@ -253,7 +282,8 @@ class FrameProcessor:
         return b[2] > 0 and b[3] > 0 and b[0] < W and b[1] < H
 
     # -- one frame -----------------------------------------------------------------------
-    def __call__(self, frame: np.ndarray, t: float | None = None) -> tuple[np.ndarray, dict]:
+    def observe(self, frame: np.ndarray, t: float | None = None) -> FrameObs:
+        """Tracking half of a frame: detect or re-fit, match, keep lost tracks; nothing drawn."""
         cfg, T = self.cfg, self.times
         t = self.index / 25.0 if t is None else float(t)
         thumb = cv2.resize(cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_RGB2GRAY), (32, 18),
@@ -264,10 +294,10 @@ class FrameProcessor:
         self.tracks = [tr for tr in self.tracks if self._keep(tr, frame.shape)]
         detect_now = (cut or self.index % cfg.detect_every == 0
                       or not any(not tr.missed for tr in self.tracks))
-        n_det = None
+        n_det, born = None, []
         if detect_now:
             t0 = time.perf_counter()
-            dets = list(self.aligner.detect(frame))
+            dets = list(self.detect(frame))
             t1 = time.perf_counter()
             n_det = len(dets)
             pairs, lost, new = self._match(dets)
@@ -279,7 +309,8 @@ class FrameProcessor:
                 self.tracks[r].missed = True
             if cut:                               # a new scene: lost faces are not in it
                 self.tracks = [tr for tr in self.tracks if not tr.missed]
-            self.tracks += [self._new_track(frame, dets[c]) for c in new]
+            born = [self._new_track(frame, dets[c]) for c in new]
+            self.tracks += born
             # a lost track overlapping a live one is the same face found again: drop it
             live = [np.asarray(tr.face.box, np.float64) for tr in self.tracks if not tr.missed]
             if live:
@@ -293,49 +324,67 @@ class FrameProcessor:
                 if not tr.missed:
                     self._refit(frame, tr)
             T["refit"] += time.perf_counter() - t0
-
-        active = [tr for tr in self.tracks if not tr.missed]
-        missed = [tr for tr in self.tracks if tr.missed]
-        n_small = 0
-        for tr in active:
-            tr.smoothed = self._smooth(tr, t)
-            if self._face_side(tr.face) < cfg.min_face:      # too small to align: obscured
-                n_small += 1
-                tr.smoothed = dataclasses.replace(tr.smoothed, reliable=False,
-                                                  reason="face too small to align")
-            if tr.target is None and tr.smoothed.reliable:
+        for tr in self.tracks:
+            if not tr.missed and tr.target is None and self._face_side(tr.face) >= cfg.min_face \
+                    and getattr(tr.face, "reliable", True):
                 tr.target = self.provider.target_for(frame, tr.face)
+        views = [TrackView(tr.id, tr.face, tr.target, "detected" if detect_now else "refit")
+                 for tr in self.tracks if not tr.missed]
+        views += [TrackView(tr.id, tr.face, tr.target, "lost", tr.lost_box(self.index, cfg))
+                  for tr in self.tracks if tr.missed and cfg.fail_closed]
+        obs = FrameObs(index=self.index, t=t, detected=detect_now, n_detected=n_det, cut=cut,
+                       views=views, born=[tr.id for tr in born])
+        self.index += 1
+        return obs
+
+    def render(self, frame: np.ndarray, obs: FrameObs) -> tuple[np.ndarray, dict]:
+        """Drawing half of a frame (steps e–h per face, smoothed; obscured where needed)."""
+        cfg, T = self.cfg, self.times
+        faces = [v for v in obs.views if v.state != "lost"]
+        n_small = 0
+        for v in faces:
+            v.smoothed = self._smooth(v.track, v.face, obs.t)
+            if self._face_side(v.face) < cfg.min_face:      # too small to align: obscured
+                n_small += 1
+                v.smoothed = dataclasses.replace(v.smoothed, reliable=False,
+                                                 reason="face too small to align")
         # (e)–(h): one FaceAligner.process call per distinct target (one for a fixed net);
         # faces with unreliable landmarks are obscured there instead of generated
         out = frame
-        groups: dict[int, list[Track]] = {}
-        for tr in active:
-            groups.setdefault(id(tr.target), []).append(tr)
-        for trs in groups.values():
-            out, pinfo = self.aligner.process(out, self.provider.crop_fn_for(trs[0].target),
-                                              faces=[tr.smoothed for tr in trs])
+        groups: dict[int, list[TrackView]] = {}
+        for v in faces:
+            if v.action != "keep":
+                groups.setdefault(id(v.target), []).append(v)
+        for vs in groups.values():
+            out, pinfo = self.aligner.process(out, self.provider.crop_fn_for(vs[0].target),
+                                              faces=[v.smoothed for v in vs])
             for k in ("warp", "net", "paste"):
                 T[k] += pinfo.get("times", {}).get(k, 0.0)
             T["fail_closed"] += pinfo.get("times", {}).get("obscure", 0.0)
         if out is frame:
             out = frame.copy()
-        obscured = [tr.id for tr in active if not tr.smoothed.reliable]
+        obscured = [v.track for v in faces if v.action != "keep" and not v.smoothed.reliable]
         # fail-closed: lost faces stay obscured at their predicted, grown box
         closed = []
-        if cfg.fail_closed and missed:
-            t0 = time.perf_counter()
-            for tr in missed:
-                pixelate(out, tr.lost_box(self.index, cfg), cfg.pixel_block)
-                closed.append(tr.id)
-            T["fail_closed"] += time.perf_counter() - t0
-        info = {"index": self.index, "n_faces": len(active), "n_detected": n_det,
-                "detected": detect_now, "tracks": [tr.id for tr in active],
-                "missed_tracks": [tr.id for tr in missed], "small_faces": n_small,
-                "fail_closed": closed, "obscured": obscured,
+        t0 = time.perf_counter()
+        for v in obs.views:
+            if v.state == "lost" and v.action != "keep":
+                pixelate(out, v.box, cfg.pixel_block)
+                closed.append(v.track)
+        T["fail_closed"] += time.perf_counter() - t0
+        info = {"index": obs.index, "n_faces": len(faces), "n_detected": obs.n_detected,
+                "detected": obs.detected, "tracks": [v.track for v in faces],
+                "missed_tracks": [v.track for v in obs.views if v.state == "lost"],
+                "small_faces": n_small, "fail_closed": closed, "obscured": obscured,
+                "replayed": [v.track for v in faces if v.state == "replayed"],
+                "kept": [v.track for v in obs.views if v.action == "keep"],
                 "fallback_faces": len(closed) + len(obscured),
-                "faces": [tr.smoothed for tr in active]}
-        self.index += 1
+                "faces": [v.smoothed for v in faces]}
         return out, info
+
+    def __call__(self, frame: np.ndarray, t: float | None = None) -> tuple[np.ndarray, dict]:
+        """One frame, in order: :meth:`observe` then :meth:`render` (the one-pass mode)."""
+        return self.render(frame, self.observe(frame, t))
 
 
 def pattern_crops(size: int, alpha: float = 0.6) -> CropFn:
