@@ -72,6 +72,7 @@ class Face:
     points5: np.ndarray | None = None   # (5, 2) float32 detector points, frame pixels
     reliable: bool = True
     reason: str = ""
+    view: int = 0          # degrees the frame was turned (np.rot90) to detect it (face.rotated)
 
     def __post_init__(self) -> None:
         self.box = np.asarray(self.box, dtype=np.float32).reshape(-1)
