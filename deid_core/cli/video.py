@@ -32,18 +32,57 @@ def add_video(sub: argparse._SubParsersAction) -> None:
     add_model_args(p)
     p.add_argument("--fail-closed", action="store_true",
                    help="(the default; kept for old scripts) keep lost faces obscured")
+    p.add_argument("--one-pass", action="store_true",
+                   help="read the file once, like a live stream (no replay, no consent list)")
+    p.add_argument("--no-replay", action="store_true",
+                   help="do not follow faces into the frames before their first detection / "
+                        "after they were lost")
+    p.add_argument("--replay-seconds", type=float, default=2.0,
+                   help="replay horizon in seconds (default 2)")
+    p.add_argument("--no-rotated", action="store_true",
+                   help="do not look for faces turned by 90 degrees")
+    consent = p.add_mutually_exclusive_group()
+    consent.add_argument("--keep", nargs="+", metavar="PHOTO", default=None,
+                         help="people in these photos (files or folders) stay unchanged; "
+                              "everyone else is de-identified (uncertain matches too)")
+    consent.add_argument("--only", nargs="+", metavar="PHOTO", default=None,
+                         help="de-identify only the people in these photos (and uncertain "
+                              "matches); everyone else stays unchanged")
+    p.add_argument("--contact-sheet", action="store_true",
+                   help="also write OUT.sheet.png: output crops of the least confidently "
+                        "covered frames, to check by eye")
     p.set_defaults(func=run_video)
 
 
+def consent_list(args: argparse.Namespace, aligner):
+    """The ``--keep`` / ``--only`` consent list (SFace), or None."""
+    photos = args.keep or args.only
+    if not photos:
+        return None
+    from deid_core.identity import load_identity_network
+    from deid_core.video.consent import ConsentConfig, ConsentList
+    return ConsentList.from_photos(photos, ConsentConfig(mode="keep" if args.keep else "only"),
+                                   network=load_identity_network("sface", threads=1),
+                                   aligner=aligner)
+
+
 def run_video(args: argparse.Namespace) -> int:
+    import dataclasses
     import warnings
     from deid_core.video import deidentify_video, summary_path
     aligner, net, cfg = video_setup(args, not args.fail_open, 1)
+    if args.one_pass and (args.keep or args.only):
+        raise DeidError("--keep/--only need the two-pass mode: drop --one-pass")
+    cfg = dataclasses.replace(cfg, two_pass=not args.one_pass, replay=not args.no_replay,
+                              replay_seconds=args.replay_seconds,
+                              rotated_views=not args.no_rotated)
+    consent = consent_list(args, aligner)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")          # printed below, once, as warning lines
         s = deidentify_video(args.input, args.output, aligner, net, cfg,
-                             overwrite=args.overwrite)
-    keys = ("frames", "frames_with_faces", "frames_no_face", "fail_closed_frames",
+                             overwrite=args.overwrite, consent=consent,
+                             contact_sheet=args.contact_sheet)
+    keys = ("mode", "frames", "frames_with_faces", "frames_no_face", "fail_closed_frames",
             "fallback_frames", "fallback_faces", "tracks", "fps", "audio", "warnings")
     print(json.dumps({k: s[k] for k in keys} | {"summary": str(summary_path(args.output))}))
     warn("video", s["warnings"])
@@ -67,11 +106,13 @@ def add_live(sub: argparse._SubParsersAction) -> None:
 
 
 def run_live(args: argparse.Namespace) -> int:
+    import dataclasses
     from deid_core.video import run_live
     if not args.show and args.out is None:
         raise DeidError("nothing to do: pass --show (needs a display) and/or --out FILE.mp4")
     source = args.source if args.source is not None else (args.camera or 0)
     aligner, net, cfg = video_setup(args, not (args.no_fail_closed or args.fail_open), 3)
+    cfg = dataclasses.replace(cfg, two_pass=False, rotated_views=False)   # a stream: one pass
     s = run_live(source, aligner, net, cfg, out=args.out, show=args.show,
                  realtime=args.realtime, overwrite=args.overwrite, duration=args.duration)
     keys = ("frames", "captured", "dropped", "fail_closed_frames", "fallback_frames",

@@ -35,11 +35,17 @@ class VideoConfig:
     lost_max_expand: float = 3.0   # ... up to this × the face box side
     lost_motion_frames: int = 15   # lost face: follow its last velocity for at most this many frames
     scene_cut: float = 20.0        # mean |Δ| of 32×18 gray thumbnails that ends lost tracks (0: never)
+    scene_cut_hist: float = 0.15   # ... together with this L1 change of the 16-bin gray histogram
     min_face: int = 24             # faces with a box side below this are not aligned (obscured)
     queue_size: int = 8            # decode/encode queue length (frames), bounded
     crf: int = 18                  # libx264 quality
     preset: str = "veryfast"       # libx264 speed preset
     max_frames: int | None = None  # stop after this many frames (tests, benchmarks)
+    two_pass: bool = True          # files: scan pass, then render pass (live: always one pass)
+    replay: bool = True            # two-pass: follow tracks backwards/forwards over missed frames
+    replay_seconds: float = 2.0    # ... for at most this long
+    rotated_views: bool = True     # files: also detect faces turned by ±90° (face.RotationPolicy)
+    rotate_every: int = 10         # ... on every n-th frame while no turned face is followed
     progress: bool = True          # tqdm progress bar with fps
 
     def __post_init__(self) -> None:
@@ -49,5 +55,9 @@ class VideoConfig:
             raise DeidError(f"iou_threshold must be in (0, 1), got {self.iou_threshold!r}")
         if self.track_ttl < 0 or self.queue_size < 1 or self.pixel_block < 2:
             raise DeidError("track_ttl must be >= 0, queue_size >= 1, pixel_block >= 2")
+        if self.rotate_every < 1:
+            raise DeidError(f"rotate_every must be >= 1, got {self.rotate_every!r}")
+        if not 0 < self.replay_seconds <= 60:
+            raise DeidError(f"replay_seconds must be in (0, 60], got {self.replay_seconds!r}")
         if self.max_frames is not None and self.max_frames < 1:
             raise DeidError(f"max_frames must be >= 1, got {self.max_frames!r}")

@@ -1,6 +1,9 @@
-"""``deid video IN OUT``: a video file through the per-frame pipeline (paper §3 a–h, §4 "strictly
-per frame"), written to a temp file in the output's folder and renamed, with a JSON summary
-sidecar ``OUT.json``.
+"""``deid video IN OUT``: a video file through the pipeline (paper §3 a–h), written to a temp
+file in the output's folder and renamed, with a JSON summary sidecar ``OUT.json``.
+
+The paper works strictly per frame (§4); a file can be read twice, so by default a scan pass
+(:mod:`~deid_core.video.scan`: tracks, replay, consent votes) precedes the render pass, and the
+summary carries the per-track audit report (:mod:`~deid_core.video.report`).
 """
 from __future__ import annotations
 
@@ -10,14 +13,24 @@ import os
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
+
+import numpy as np
+from tqdm import tqdm
 
 from deid_core import paths
 from deid_core.errors import DeidError
+from deid_core.face import RotationPolicy
 from deid_core.face.aligner import CropFn
 from deid_core.video.codec import FrameReader, Mp4Writer, probe_video, remux_copy
 from deid_core.video.config import MAX_FRAME_PIXELS, MAX_FRAME_SIDE, VideoConfig
+from deid_core.video.report import contact_sheet as report_contact_sheet
+from deid_core.video.report import crop_box, least_confident, track_report
+from deid_core.video.scan import scan_video
 from deid_core.video.tracking import FrameProcessor, CropFnProvider
+
+#: tiles on the contact sheet (the least confidently covered frames)
+SHEET_TILES = 18
 
 
 # ----------------------------------------------------------------------------------------
@@ -102,9 +115,17 @@ def summarize(frame_infos: list[dict], times: dict[str, float], wall: float,
 
 def deidentify_video(inp: str | os.PathLike, out: str | os.PathLike, aligner: Any,
                      net: CropFn | CropFnProvider, config: VideoConfig | None = None,
-                     overwrite: bool = False) -> dict:
-    """De-identify a video file: every frame through :class:`FrameProcessor`, H.264 mp4 out
-    with the input's resolution, frame timestamps and (remuxed) audio; ``OUT.json`` summary.
+                     overwrite: bool = False, consent: Any = None,
+                     detect: Callable[[np.ndarray], list] | None = None,
+                     contact_sheet: bool = False) -> dict:
+    """De-identify a video file: H.264 mp4 out with the input's resolution, frame timestamps
+    and (remuxed) audio; ``OUT.json`` summary with the per-track audit report.
+
+    Two passes by default (``config.two_pass``): :func:`~deid_core.video.scan.scan_video`
+    records and replays every track and collects the ``consent`` list's votes, then each frame
+    is drawn from its record; one pass = the live behaviour (:class:`FrameProcessor` per frame).
+    ``detect`` replaces the aligner's detector (e.g. with rotated views). ``contact_sheet``:
+    also ``OUT.sheet.png``, output crops of the least confidently covered frames.
 
     Nothing is written at ``out`` unless the run completes (temp file + ``os.replace``); the
     input is only read. Zero faces in the whole clip → the output is a stream copy of the
@@ -112,6 +133,8 @@ def deidentify_video(inp: str | os.PathLike, out: str | os.PathLike, aligner: An
     """
     cfg = config or VideoConfig()
     inp, out = check_paths(inp, out, overwrite)
+    if contact_sheet and sheet_path(out).exists() and not overwrite:
+        raise DeidError(f"the contact sheet {sheet_path(out)} exists: pass --overwrite to replace it")
     info = probe_video(inp)
     if max(info.width, info.height) > MAX_FRAME_SIDE or info.width * info.height > MAX_FRAME_PIXELS:
         raise DeidError(f"{inp}: frames of {info.width}x{info.height} exceed the supported "
@@ -124,26 +147,54 @@ def deidentify_video(inp: str | os.PathLike, out: str | os.PathLike, aligner: An
     if info.width * info.height > 1920 * 1080:
         warns.append(f"large frames ({info.width}x{info.height}): consider detect_scale < 1 "
                      f"(--detect-scale) and --detect-every > 1 for speed")
+    total = min(info.frames, cfg.max_frames) if cfg.max_frames and info.frames else (
+        info.frames or cfg.max_frames or None)
+    t_start = time.perf_counter()
+    policy = RotationPolicy(every=cfg.rotate_every) if cfg.rotated_views and detect is None else None
+    if policy is not None:
+        detect = lambda frame: policy.faces(aligner, frame, aligner.detect(frame))  # noqa: E731
+    scan, decisions, wanted = None, {}, []
+    proc = FrameProcessor(aligner, net, cfg, detect=detect)
+    if cfg.two_pass:
+        scan = scan_video(inp, proc, cfg, float(info.fps), consent, total)
+        decisions = {t: consent.decision(t) for t in scan.tracks} if consent is not None else {}
+        for obs in scan.frames:
+            for v in obs.views:
+                v.target = scan.targets.get(v.track, v.target)
+                d = decisions.get(v.track)
+                v.action = "keep" if d is not None and d.action == "keep" else "deidentify"
+        wanted = least_confident(scan.frames, SHEET_TILES)
+        scan_times = dict(proc.times)
+        proc = FrameProcessor(aligner, net, cfg, detect=detect)      # render: fresh filters
+    elif consent is not None:
+        raise DeidError("a consent list needs the two-pass mode (each track's decision is "
+                        "made from all its frames before the first one is drawn)")
     tmp = paths.atomic_write_path(out)
-    proc = FrameProcessor(aligner, net, cfg)
     reader = FrameReader(inp, cfg.queue_size, cfg.max_frames)
     writer: Mp4Writer | None = None
     frame_infos: list[dict] = []
-    t_start = time.perf_counter()
+    tiles: list[tuple[str, np.ndarray]] = []
+    sheet_at = {w["frame"]: w for w in wanted} if contact_sheet else {}
     pbar = None
     try:
         writer = Mp4Writer(tmp, info.width, info.height, info.fps, info.time_base,
                            audio_from=inp, crf=cfg.crf, preset=cfg.preset, queue_size=cfg.queue_size)
         if cfg.progress:
-            from tqdm import tqdm
-            total = min(info.frames, cfg.max_frames) if cfg.max_frames and info.frames else (
-                info.frames or cfg.max_frames or None)
             pbar = tqdm(total=total, unit="frame", desc=f"deid {inp.name}", dynamic_ncols=True)
         reader.start()
         last_ts = 0.0
         for idx, pts, ts, frame in reader:
             last_ts = ts
-            res, fi = proc(frame, ts)
+            if scan is None:
+                res, fi = proc(frame, ts)
+            else:
+                if idx >= len(scan.frames):
+                    raise DeidError(f"{inp} decoded to more frames in the render pass than in "
+                                    f"the scan ({len(scan.frames)}): did the file change?")
+                res, fi = proc.render(frame, scan.frames[idx])
+            if idx in sheet_at:
+                w = sheet_at[idx]
+                tiles.append((f"f{idx} t{w['track']} {w['state']}", crop_box(res, w["box"])))
             fi.pop("faces", None)
             frame_infos.append(fi)
             writer.write(res, pts)
@@ -158,6 +209,8 @@ def deidentify_video(inp: str | os.PathLike, out: str | os.PathLike, aligner: An
         writer.close(audio_end=last_ts + 1.0 / float(info.fps) if cut else None)
         wall = time.perf_counter() - t_start
         times = dict(proc.times, decode=reader.seconds, encode=writer.seconds)
+        if scan is not None:
+            times.update({f"scan_{k}": v for k, v in scan_times.items()}, **scan.seconds)
         truncated = bool(reader.error) or (info.frames > 0 and len(frame_infos) < info.frames
                                            and not cfg.max_frames)
         if reader.error:
@@ -178,25 +231,30 @@ def deidentify_video(inp: str | os.PathLike, out: str | os.PathLike, aligner: An
             warns.append(f"no face found in any frame of {inp}: output is a copy of the input "
                          f"(faces below ~20 px need --upsample 1; dlib HOG needs ~80 px)")
             if not truncated and not cfg.max_frames and not info.rotation:
-                tmp2 = tmp.with_name(tmp.name + ".copy.mp4")
-                try:
-                    copied = remux_copy(inp, tmp2, expect_frames=len(frame_infos))
-                    if copied:
-                        os.replace(tmp2, tmp)
-                except Exception:
-                    copied = False     # keep the re-encode of the unchanged frames
-                finally:
-                    if tmp2.exists():
-                        tmp2.unlink()
-        summary = summarize(frame_infos, times, wall, {
-            "input": info.to_json(), "output": str(out),
-            "frames_expected": info.frames, "truncated": truncated,
-            "decode_error": reader.error, "copied_without_faces": copied,
-            "audio": {"mode": writer.audio_mode if not copied else "copy",
-                      "codec": writer.audio_codec},
-            "config": dataclasses.asdict(cfg), "warnings": warns,
-        })
+                copied = _copy_input(inp, tmp, len(frame_infos))
+        extra = {"input": info.to_json(), "output": str(out),
+                 "frames_expected": info.frames, "truncated": truncated,
+                 "decode_error": reader.error, "copied_without_faces": copied,
+                 "audio": {"mode": writer.audio_mode if not copied else "copy",
+                           "codec": writer.audio_codec},
+                 "config": dataclasses.asdict(cfg), "warnings": warns,
+                 "mode": "two-pass" if scan is not None else "one-pass"}
+        if policy is not None:
+            extra["rotated_views"] = policy.stats()
+        if consent is not None:
+            extra["consent"] = consent.to_json()
+        if scan is not None:
+            extra["replayed_frames"] = _ranges([fi["index"] for fi in frame_infos if fi["replayed"]])
+            extra["kept_frames"] = _ranges([fi["index"] for fi in frame_infos if fi["kept"]])
+            extra["track_report"] = track_report(
+                frame_infos, scan.first_detected, scan.replayed_backward, scan.replayed_forward,
+                {t: dataclasses.asdict(d) for t, d in decisions.items()})
+            extra["kept_boxes"] = _kept_boxes(scan)
+            extra["least_confident"] = wanted
+        summary = summarize(frame_infos, times, wall, extra)
         os.replace(tmp, out)
+        if contact_sheet:
+            summary["contact_sheet"] = str(report_contact_sheet(sheet_path(out), tiles))
         write_summary_json(summary_path(out), summary)
         for w in warns:
             warnings.warn(w, stacklevel=2)
@@ -212,3 +270,35 @@ def deidentify_video(inp: str | os.PathLike, out: str | os.PathLike, aligner: An
         reader.stop()
         if tmp.exists():
             tmp.unlink()
+
+
+def sheet_path(out: Path) -> Path:
+    """The contact sheet next to an output video: ``OUT.mp4`` -> ``OUT.sheet.png``."""
+    return Path(out).with_suffix(".sheet.png")
+
+
+def _kept_boxes(scan: Any) -> dict[str, list[list[float]]]:
+    """Per frame (as a string), the boxes of faces kept unchanged by consent (``deid audit``
+    does not count them as left visible)."""
+    out: dict[str, list[list[float]]] = {}
+    for obs in scan.frames:
+        for v in obs.views:
+            if v.action == "keep":
+                box = v.box if v.state == "lost" else v.face.box
+                out.setdefault(str(obs.index), []).append([round(float(x), 1) for x in box])
+    return out
+
+
+def _copy_input(inp: Path, tmp: Path, n_frames: int) -> bool:
+    """Replace the re-encode at ``tmp`` with a stream copy of the input (no faces anywhere)."""
+    tmp2 = tmp.with_name(tmp.name + ".copy.mp4")
+    try:
+        copied = remux_copy(inp, tmp2, expect_frames=n_frames)
+        if copied:
+            os.replace(tmp2, tmp)
+        return copied
+    except Exception:
+        return False     # keep the re-encode of the unchanged frames
+    finally:
+        if tmp2.exists():
+            tmp2.unlink()

@@ -9,8 +9,10 @@
   its last box moved by its velocity and grown with the frames since it was last seen --
   until it is detected again or the box leaves the frame; there is no frame-count expiry (a
   scene cut -- thumbnails of consecutive frames differing by more than ``scene_cut`` grey
-  levels on average; 26-37 at the cuts of the sample and Hamilton clips, at most 16 elsewhere --
-  ends lost tracks, since the place a face was lost no longer exists).
+  levels on average (26-37 at the cuts of the sample and Hamilton clips, at most 16 elsewhere)
+  *and* grey histograms by more than ``scene_cut_hist`` in L1 (0.23-0.65 at those cuts, at most
+  0.08 in a fast pan, whose thumbnails differ by 19-25) -- ends lost tracks, since the place a
+  face was lost no longer exists).
   Faces whose landmarks are unreliable or that are too small to align are obscured by the
   aligner (:meth:`deid_core.face.FaceAligner.process`). Every frame/face handled by the
   fallback is counted in the summary (``fallback_frames``, ``fallback_faces``).
@@ -169,7 +171,7 @@ class FrameProcessor:
         self.tracks: list[Track] = []
         self.index = 0
         self._next_id = 0
-        self._thumb: np.ndarray | None = None      # previous frame's thumbnail (scene cuts)
+        self._thumb: tuple | None = None           # previous frame's thumbnail, histogram (cuts)
         self._filters: dict[int, OneEuroFilter] = {}  # render: One-Euro filter per track id
         self.detect = detect or aligner.detect       # frame → faces (rotated views: a wrapper)
         import scipy.optimize  # noqa: F401  (imported here, not inside the timed tracking)
@@ -286,11 +288,14 @@ class FrameProcessor:
         """Tracking half of a frame: detect or re-fit, match, keep lost tracks; nothing drawn."""
         cfg, T = self.cfg, self.times
         t = self.index / 25.0 if t is None else float(t)
-        thumb = cv2.resize(cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_RGB2GRAY), (32, 18),
-                           interpolation=cv2.INTER_AREA).astype(np.float32)
+        small = cv2.resize(cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_RGB2GRAY), (64, 36),
+                           interpolation=cv2.INTER_AREA)
+        thumb = cv2.resize(small, (32, 18), interpolation=cv2.INTER_AREA).astype(np.float32)
+        hist = cv2.calcHist([small], [0], None, [16], [0, 256]).ravel() / small.size
         cut = (cfg.scene_cut > 0 and self._thumb is not None
-               and float(np.abs(thumb - self._thumb).mean()) > cfg.scene_cut)
-        self._thumb = thumb
+               and float(np.abs(thumb - self._thumb[0]).mean()) > cfg.scene_cut
+               and float(np.abs(hist - self._thumb[1]).sum()) > cfg.scene_cut_hist)
+        self._thumb = (thumb, hist)
         self.tracks = [tr for tr in self.tracks if self._keep(tr, frame.shape)]
         detect_now = (cut or self.index % cfg.detect_every == 0
                       or not any(not tr.missed for tr in self.tracks))
