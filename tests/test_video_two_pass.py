@@ -14,15 +14,14 @@ from deid_core.errors import DeidError
 from deid_core.face import FaceAligner, read_image
 from deid_core.pipeline import build_pipeline
 from deid_core.video import VideoConfig, deidentify_video, read_frames
-from deid_core.video.demo_clips import PanClip, pan_clip, pan_frames
+from deid_core.video.demo_clips import DEMO_CLIPS, demo_clip, pan_frames
 from deid_core.video.replay import Replayer, fit_replayed, gray
 from deid_core.video.report import least_confident
 from deid_core.video.tracking import FrameObs, TrackView
 
 INFLIGHT = Path("data/sample/inflight")
 PORTRAITS = Path("data/sample/portraits")
-#: Andrew Morgan's face enters the 480×360 window from its left edge, then the pan stops
-ENTER = PanClip(size=(480, 360), start=(760, 230), end=(470, 230), frames=22, hold=3, scale=0.75)
+ENTER = DEMO_CLIPS["entering"][1]
 
 
 @pytest.fixture(scope="module")
@@ -32,8 +31,7 @@ def model():
 
 @pytest.fixture(scope="module")
 def enter_clip(tmp_path_factory) -> Path:
-    return pan_clip(INFLIGHT / "Andrew_Morgan_inflight.jpg",
-                    tmp_path_factory.mktemp("clips") / "enter.mp4", ENTER)
+    return demo_clip("entering", tmp_path_factory.mktemp("clips"))
 
 
 def _cfg(**kw) -> VideoConfig:
@@ -104,9 +102,7 @@ def test_keep_list_keeps_one_person_and_deidentifies_the_other(tmp_path, model):
     the frames, Nick Hague de-identified in all of them (audit)."""
     from deid_core.identity import load_identity_network
     from deid_core.video.consent import ConsentConfig, ConsentList
-    clip = pan_clip(INFLIGHT / "Andrew_Morgan__Nick_Hague_inflight.jpg", tmp_path / "pair.mp4",
-                    PanClip(size=(480, 320), start=(880, 300), end=(840, 300), frames=16,
-                            hold=4))
+    clip = demo_clip("pair", tmp_path)
     aligner, net = model
     consent = ConsentList.from_photos([PORTRAITS / "Andrew_Morgan.jpg"], ConsentConfig("keep"),
                                       network=load_identity_network("sface", threads=1),
@@ -136,10 +132,7 @@ def test_rotated_clip_is_deidentified_like_the_upright_one(tmp_path, model):
     """Gate: the clip turned by 90° without metadata is de-identified like the upright one;
     without the rotated views the audit finds the face left visible."""
     aligner, net = model
-    still = PanClip(size=(480, 360), start=(470, 230), end=(460, 230), frames=8, hold=0, scale=0.75)
-    photo = INFLIGHT / "Andrew_Morgan_inflight.jpg"
-    up = pan_clip(photo, tmp_path / "up.mp4", still)
-    rot = pan_clip(photo, tmp_path / "rot.mp4", PanClip(**{**still.__dict__, "rotate": 90}))
+    up, rot = demo_clip("still", tmp_path), demo_clip("still", tmp_path, rotate=90)
     s_up = deidentify_video(up, tmp_path / "up_out.mp4", aligner, net, _cfg())
     s_rot = deidentify_video(rot, tmp_path / "rot_out.mp4", aligner, net, _cfg())
     acfg = AuditConfig(views=(0, 90, 270))

@@ -8,6 +8,7 @@ photos, so nothing depends on data that cannot be shipped.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from fractions import Fraction
@@ -89,3 +90,31 @@ def pan_clip(photo: str | os.PathLike | np.ndarray, out: str | os.PathLike, clip
     """Make a pan clip of a photo (path or RGB array) at ``out`` (.mp4)."""
     img = read_image(photo) if not isinstance(photo, np.ndarray) else photo
     return write_frames(out, pan_frames(img, clip), clip.fps, clip.crf)
+
+
+#: the clips the tests, notebook 05 and the benchmarks make: (photo in data/sample/inflight, pan)
+DEMO_CLIPS: dict[str, tuple[str, PanClip]] = {
+    # Andrew Morgan's face enters the window from its left edge, then the pan stops
+    "entering": ("Andrew_Morgan_inflight.jpg",
+                 PanClip(size=(480, 360), start=(760, 230), end=(470, 230), frames=22, hold=3,
+                         scale=0.75)),
+    # Andrew Morgan and Nick Hague side by side, a slow pan
+    "pair": ("Andrew_Morgan__Nick_Hague_inflight.jpg",
+             PanClip(size=(480, 320), start=(880, 300), end=(840, 300), frames=16, hold=4)),
+    # Andrew Morgan, nearly still (8 frames)
+    "still": ("Andrew_Morgan_inflight.jpg",
+              PanClip(size=(480, 360), start=(470, 230), end=(460, 230), frames=8, hold=0,
+                      scale=0.75)),
+}
+
+
+def demo_clip(name: str, out_dir: str | os.PathLike, rotate: int = 0) -> Path:
+    """Make the demo clip ``name`` (:data:`DEMO_CLIPS`), optionally turned by ``rotate``°
+    without metadata, as ``out_dir/<name>[_rot<deg>].mp4``."""
+    if name not in DEMO_CLIPS:
+        raise DeidError(f"unknown demo clip '{name}' (choose from {', '.join(DEMO_CLIPS)})")
+    photo, clip = DEMO_CLIPS[name]
+    if rotate:
+        clip = dataclasses.replace(clip, rotate=rotate)
+    out = Path(out_dir) / (f"{name}_rot{rotate}.mp4" if rotate else f"{name}.mp4")
+    return pan_clip(paths.sample_dir() / "inflight" / photo, out, clip)

@@ -48,30 +48,45 @@ def _grid(box: np.ndarray, n: int = 5) -> np.ndarray:
     return np.stack([gx.ravel(), gy.ravel()], 1)
 
 
+def _roi(box: np.ndarray, shape: tuple[int, ...], grow: float = 2.0) -> tuple[int, int, int, int]:
+    """The face box grown ``grow``× around its centre, clipped to the frame (flow works there)."""
+    H, W = shape[:2]
+    b = np.asarray(box, np.float64)
+    c, h = (b[:2] + b[2:]) / 2, (b[2:] - b[:2]) * grow / 2 + 16
+    x0, y0 = int(max(c[0] - h[0], 0)), int(max(c[1] - h[1], 0))
+    x1, y1 = int(min(c[0] + h[0], W)), int(min(c[1] + h[1], H))
+    return x0, y0, max(x1, x0 + 1), max(y1, y0 + 1)
+
+
 def flow_transform(src: np.ndarray, dst: np.ndarray, face: Face, fb_error: float = 1.5,
                    min_points: int = 8, min_similarity: float = 0.6) -> np.ndarray | None:
     """2×3 similarity moving ``face`` from gray frame ``src`` to ``dst``, or None when fewer
     than ``min_points`` points survive the forward-backward check inside the frame or the
-    face's inner region does not match across the move (:func:`patch_similarity`)."""
-    H, W = src.shape[:2]
+    face's inner region does not match across the move (:func:`patch_similarity`). The flow
+    runs on the region around the face only (twice the box), so its cost does not grow with
+    the frame size."""
+    x0, y0, x1, y1 = _roi(face.box, src.shape)
+    a, b = src[y0:y1, x0:x1], dst[y0:y1, x0:x1]
+    H, W = a.shape[:2]
+    off = np.array([x0, y0], np.float32)
     pts = np.concatenate([np.asarray(face.landmarks, np.float32),
-                          _grid(np.asarray(face.box, np.float64))]).astype(np.float32)
+                          _grid(np.asarray(face.box, np.float64))]).astype(np.float32) - off
     inside = (pts[:, 0] >= 0) & (pts[:, 0] < W - 1) & (pts[:, 1] >= 0) & (pts[:, 1] < H - 1)
     pts = pts[inside]
     if len(pts) < min_points:
         return None
     p0 = pts.reshape(-1, 1, 2)
-    p1, st1, _ = cv2.calcOpticalFlowPyrLK(src, dst, p0, None, **LK_PARAMS)
+    p1, st1, _ = cv2.calcOpticalFlowPyrLK(a, b, p0, None, **LK_PARAMS)
     if p1 is None:
         return None
-    pb, st2, _ = cv2.calcOpticalFlowPyrLK(dst, src, p1, None, **LK_PARAMS)
+    pb, st2, _ = cv2.calcOpticalFlowPyrLK(b, a, p1, None, **LK_PARAMS)
     fb = np.linalg.norm((pb - p0).reshape(-1, 2), axis=1)
     ok = (st1.ravel() == 1) & (st2.ravel() == 1) & (fb < fb_error)
     q1 = p1.reshape(-1, 2)
     ok &= (q1[:, 0] >= 0) & (q1[:, 0] < W - 1) & (q1[:, 1] >= 0) & (q1[:, 1] < H - 1)
     if ok.sum() < min_points:
         return None
-    M, inl = cv2.estimateAffinePartial2D(pts[ok], q1[ok], method=cv2.RANSAC,
+    M, inl = cv2.estimateAffinePartial2D(pts[ok] + off, q1[ok] + off, method=cv2.RANSAC,
                                          ransacReprojThreshold=2.0)
     if M is None or inl is None or inl.sum() < min_points:
         return None
@@ -91,14 +106,17 @@ def patch_similarity(src: np.ndarray, dst: np.ndarray, face: Face, M: np.ndarray
     x1, y1 = int(min(c[0] + r[0], W)), int(min(c[1] + r[1], H))
     if x1 - x0 < 4 or y1 - y0 < 4:
         return 0.0
-    back = cv2.warpAffine(dst, cv2.invertAffineTransform(M), (W, H), flags=cv2.INTER_LINEAR,
-                          borderValue=0)
-    valid = cv2.warpAffine(np.full(dst.shape[:2], 255, np.uint8), cv2.invertAffineTransform(M),
-                           (W, H), flags=cv2.INTER_NEAREST, borderValue=0)[y0:y1, x0:x1] > 0
+    T = np.array(M, np.float64)                    # window pixel (u, v) → dst at M·(u+x0, v+y0)
+    T[:, 2] = T[:, 2] + T[:, :2] @ np.array([x0, y0], np.float64)
+    size = (x1 - x0, y1 - y0)
+    flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+    back = cv2.warpAffine(dst, T, size, flags=flags, borderValue=0)
+    valid = cv2.warpAffine(np.full(dst.shape[:2], 255, np.uint8), T, size,
+                           flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP, borderValue=0) > 0
     if valid.sum() < 16:
         return 0.0
     a = src[y0:y1, x0:x1].astype(np.float64)[valid]
-    b = back[y0:y1, x0:x1].astype(np.float64)[valid]
+    b = back.astype(np.float64)[valid]
     a, b = a - a.mean(), b - b.mean()
     den = np.sqrt((a * a).sum() * (b * b).sum())
     return float((a * b).sum() / den) if den > 1e-6 else 0.0
@@ -145,7 +163,9 @@ def fit_replayed(aligner: Any, frame_gray: np.ndarray, moved: Face, max_shape_er
                                      reason="replayed: landmarks could not be fitted")
     if b[0] < 0 or b[1] < 0 or b[2] > W or b[3] > H:
         return unreliable
-    lm = np.asarray(aligner.landmarks(frame_gray, b), np.float32)
+    x0, y0, x1, y1 = _roi(b, frame_gray.shape, grow=1.5)     # the predictor sees the face only
+    off = np.array([x0, y0, x0, y0], np.float64)
+    lm = np.asarray(aligner.landmarks(frame_gray[y0:y1, x0:x1], b - off), np.float32) + [x0, y0]
     if max_shape_error is not None and shape_error(lm) > max_shape_error:
         return unreliable
     if np.linalg.norm(lm - moved.landmarks, axis=1).mean() > agree * side:
