@@ -95,6 +95,42 @@ def test_replay_covers_the_face_before_its_first_detection(enter_clip, tmp_path,
         (tmp_path / "two.json").read_text())["track_report"]
 
 
+def test_interrupted_scan_resumes_where_it_stopped(enter_clip, tmp_path, model, monkeypatch):
+    """An interrupted two-pass run leaves no output, only its scan progress; the rerun of the
+    same command resumes there and gives the same report as an uninterrupted run."""
+    from deid_core.video import files, scan as scan_mod
+    aligner, net = model
+    full = deidentify_video(enter_clip, tmp_path / "full.mp4", aligner, net, _cfg())
+    monkeypatch.setattr(scan_mod.ScanCheckpoint, "__init__",
+                        lambda self, path, key, every=5: setattr(self, "__dict__",
+                                                                 {"path": path, "key": key, "every": 5}))
+    calls, resumed = [], []
+    observe = scan_mod.FrameProcessor.observe
+
+    class Interrupted(Exception):
+        pass
+
+    def interrupted(self, frame, t=None):
+        calls.append(self.index)
+        if len(calls) == 12 and not resumed:
+            raise Interrupted          # (Ctrl-C, a crash, a full disk...)
+        return observe(self, frame, t)
+    monkeypatch.setattr(scan_mod.FrameProcessor, "observe", interrupted)
+    out = tmp_path / "out.mp4"
+    with pytest.raises(Interrupted):
+        deidentify_video(enter_clip, out, aligner, net, _cfg())
+    ckpt = files.scan_checkpoint_path(out)
+    assert not out.exists() and ckpt.is_file()
+    calls.clear()
+    resumed.append(True)
+    again = deidentify_video(enter_clip, out, aligner, net, _cfg())
+    assert again["scan_resumed_at"] == 10 and calls[0] == 10 and len(calls) == full["frames"] - 10
+    assert again["track_report"] == full["track_report"]
+    assert not ckpt.exists()                                   # removed after the run
+    # other settings (here: no replay) do not pick up a stale checkpoint
+    assert scan_mod.ScanCheckpoint.key_for(enter_clip, 1) != scan_mod.ScanCheckpoint.key_for(enter_clip, 2)
+
+
 # ---------------------------------------------------------------------------- consent
 @pytest.mark.slow
 def test_keep_list_keeps_one_person_and_deidentifies_the_other(tmp_path, model):

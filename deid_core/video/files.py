@@ -26,7 +26,7 @@ from deid_core.video.codec import FrameReader, Mp4Writer, probe_video, remux_cop
 from deid_core.video.config import MAX_FRAME_PIXELS, MAX_FRAME_SIDE, VideoConfig
 from deid_core.video.report import contact_sheet as report_contact_sheet
 from deid_core.video.report import crop_box, least_confident, track_report
-from deid_core.video.scan import scan_video
+from deid_core.video.scan import ScanCheckpoint, scan_video
 from deid_core.video.tracking import FrameProcessor, CropFnProvider
 
 #: tiles on the contact sheet (the least confidently covered frames)
@@ -155,8 +155,15 @@ def deidentify_video(inp: str | os.PathLike, out: str | os.PathLike, aligner: An
         detect = lambda frame: policy.faces(aligner, frame, aligner.detect(frame))  # noqa: E731
     scan, decisions, wanted = None, {}, []
     proc = FrameProcessor(aligner, net, cfg, detect=detect)
+    checkpoint = None
     if cfg.two_pass:
-        scan = scan_video(inp, proc, cfg, float(info.fps), consent, total)
+        model = getattr(getattr(net, "deid", None), "source", type(net).__name__)
+        settings = ({k: v for k, v in dataclasses.asdict(cfg).items() if k != "progress"},
+                    getattr(aligner, "config", None), model, getattr(net, "lam", None),
+                    None if consent is None else (consent.photo_names, consent.config,
+                                                  consent._refs.round(4).tobytes()))
+        checkpoint = ScanCheckpoint(scan_checkpoint_path(out), ScanCheckpoint.key_for(inp, *settings))
+        scan = scan_video(inp, proc, cfg, float(info.fps), consent, total, checkpoint)
         decisions = {t: consent.decision(t) for t in scan.tracks} if consent is not None else {}
         for obs in scan.frames:
             for v in obs.views:
@@ -251,8 +258,11 @@ def deidentify_video(inp: str | os.PathLike, out: str | os.PathLike, aligner: An
                 {t: dataclasses.asdict(d) for t, d in decisions.items()})
             extra["kept_boxes"] = _kept_boxes(scan)
             extra["least_confident"] = wanted
+            extra["scan_resumed_at"] = scan.resumed_at
         summary = summarize(frame_infos, times, wall, extra)
         os.replace(tmp, out)
+        if checkpoint is not None:
+            checkpoint.remove()
         if contact_sheet:
             summary["contact_sheet"] = str(report_contact_sheet(sheet_path(out), tiles))
         write_summary_json(summary_path(out), summary)
@@ -270,6 +280,11 @@ def deidentify_video(inp: str | os.PathLike, out: str | os.PathLike, aligner: An
         reader.stop()
         if tmp.exists():
             tmp.unlink()
+
+
+def scan_checkpoint_path(out: Path) -> Path:
+    """Where an interrupted scan's progress waits for the rerun (hidden, next to ``OUT``)."""
+    return Path(out).with_name(f".{Path(out).name}.scan.pkl")
 
 
 def sheet_path(out: Path) -> Path:

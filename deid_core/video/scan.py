@@ -6,17 +6,22 @@ pixels -- extends every track backwards and forwards with :class:`~deid_core.vid
 (a ring of ``replay_seconds`` of gray frames), and collects the consent list's votes per track;
 the render pass (:mod:`deid_core.video.files`) then draws each frame from its record, so a face
 is covered in the frames before its first detection and every track has its consent decision
-before its first frame is drawn. Memory stays bounded: records, not frames.
+before its first frame is drawn. Memory stays bounded: records, not frames. Progress is
+resumable (:class:`ScanCheckpoint`).
 """
 from __future__ import annotations
 
+import hashlib
+import pickle
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
+from deid_core import paths
 from deid_core.errors import DeidError
 from deid_core.video.codec import FrameReader
 from deid_core.video.config import VideoConfig
@@ -34,6 +39,7 @@ class Scan:
     replayed_forward: dict[int, int] = field(default_factory=dict)
     decode_error: str | None = None
     seconds: dict[str, float] = field(default_factory=dict)
+    resumed_at: int | None = None                                 # frame a resumed scan went on from
 
     @property
     def tracks(self) -> list[int]:
@@ -47,23 +53,81 @@ def _covered(obs: FrameObs, box: np.ndarray, track: int, iou: float) -> bool:
     return bool(others) and float(box_iou(np.asarray(box, np.float64)[None], np.stack(others)).max()) >= iou
 
 
+class ScanCheckpoint:
+    """Resumable scan progress: the records so far and the tracker's state, pickled atomically
+    every ``every`` frames to a hidden file next to the output, keyed by the input file (path,
+    size, mtime) and the settings. A rerun of the same command after an interruption resumes
+    the scan there (the replay ring restarts empty: a track born in the first frames after the
+    resume point is not replayed back across it); a finished run deletes the file."""
+
+    def __init__(self, path: Path, key: str, every: int = 250):
+        self.path, self.key, self.every = Path(path), key, int(every)
+
+    @staticmethod
+    def key_for(inp: Path, *settings: Any) -> str:
+        st = inp.stat()
+        h = hashlib.sha1(f"{inp.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode())
+        for x in settings:
+            h.update(repr(x).encode())
+        return h.hexdigest()
+
+    def load(self) -> dict | None:
+        """The saved state when it belongs to this input and settings, else None."""
+        if not self.path.is_file():
+            return None
+        try:
+            with open(self.path, "rb") as fh:
+                state = pickle.load(fh)
+        except Exception:              # a foreign or truncated file: start over
+            return None
+        return state if isinstance(state, dict) and state.get("key") == self.key else None
+
+    def save(self, state: dict) -> None:
+        with paths.atomic_write(self.path) as tmp, open(tmp, "wb") as fh:
+            pickle.dump({"key": self.key, **state}, fh, protocol=pickle.HIGHEST_PROTOCOL)
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def _tracker_state(proc: FrameProcessor) -> dict:
+    return {"tracks": proc.tracks, "index": proc.index, "next_id": proc._next_id,
+            "thumb": proc._thumb}
+
+
+def _restore_tracker(proc: FrameProcessor, st: dict) -> None:
+    proc.tracks, proc.index, proc._next_id, proc._thumb = (st["tracks"], st["index"],
+                                                           st["next_id"], st["thumb"])
+
+
 def scan_video(inp: Path, proc: FrameProcessor, cfg: VideoConfig, fps: float,
-               consent: Any = None, total: int | None = None) -> Scan:
+               consent: Any = None, total: int | None = None,
+               checkpoint: ScanCheckpoint | None = None) -> Scan:
     """Pass 1 over ``inp``: track every frame with ``proc.observe``, replay tracks over
-    ``cfg.replay_seconds`` backwards and forwards (when ``cfg.replay``), vote consent."""
+    ``cfg.replay_seconds`` backwards and forwards (when ``cfg.replay``), vote consent;
+    ``checkpoint`` makes the progress resumable."""
     horizon = max(int(round(cfg.replay_seconds * fps)), 1)
     replayer = Replayer(proc.aligner, horizon) if cfg.replay else None
     scan = Scan(frames=[])
     forward: dict[int, tuple[Any, Any, int]] = {}   # lost track → (face, velocity, frames)
+    saved = checkpoint.load() if checkpoint is not None else None
+    if saved is not None:
+        scan, forward = saved["scan"], saved["forward"]
+        _restore_tracker(proc, saved["tracker"])
+        if consent is not None:
+            consent._tracks = saved["consent"]
+        scan.resumed_at = len(scan.frames)
     reader = FrameReader(inp, cfg.queue_size, cfg.max_frames)
     t_replay = t_consent = 0.0
     pbar = None
     if cfg.progress:
-        from tqdm import tqdm
-        pbar = tqdm(total=total, unit="frame", desc=f"scan {inp.name}", dynamic_ncols=True)
+        pbar = tqdm(total=total, unit="frame", desc=f"scan {inp.name}", dynamic_ncols=True,
+                    initial=len(scan.frames))
     try:
         reader.start()
         for idx, _pts, ts, frame in reader:
+            if idx < len(scan.frames):
+                continue                                 # scanned before the interruption
             obs = proc.observe(frame, ts)
             scan.frames.append(obs)
             for v in obs.views:
@@ -81,6 +145,9 @@ def scan_video(inp: Path, proc: FrameProcessor, cfg: VideoConfig, fps: float,
                 t0 = time.perf_counter()
                 _replay(replayer, scan, obs, gray(frame), forward, cfg, horizon)
                 t_replay += time.perf_counter() - t0
+            if checkpoint is not None and len(scan.frames) % checkpoint.every == 0:
+                checkpoint.save({"scan": scan, "forward": forward, "tracker": _tracker_state(proc),
+                                 "consent": consent._tracks if consent is not None else None})
             if pbar is not None:
                 pbar.update(1)
     finally:
