@@ -43,6 +43,7 @@ about R-fold.
 """
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 from dataclasses import dataclass, field
@@ -265,6 +266,20 @@ class ConsentList:
 
     def track_ids(self) -> list[Hashable]:
         return list(self._tracks)
+
+    def votes(self) -> dict:
+        """Every track's collected votes (picklable), for a resumable scan."""
+        return dict(self._tracks)
+
+    def restore_votes(self, votes: dict) -> None:
+        """Continue from :meth:`votes` saved by an interrupted scan."""
+        self._tracks = dict(votes)
+
+    def fingerprint(self) -> str:
+        """Identifies the settings and the reference faces (a resumed scan must match them)."""
+        h = hashlib.sha1(repr((self.config, self.photo_names)).encode())
+        h.update(np.round(self._refs, 4).tobytes())
+        return h.hexdigest()
 
     def to_json(self) -> dict:
         """Run-report summary: settings, reference people, and each track's decision (no embeddings)."""

@@ -160,8 +160,7 @@ def deidentify_video(inp: str | os.PathLike, out: str | os.PathLike, aligner: An
         model = getattr(getattr(net, "deid", None), "source", type(net).__name__)
         settings = ({k: v for k, v in dataclasses.asdict(cfg).items() if k != "progress"},
                     getattr(aligner, "config", None), model, getattr(net, "lam", None),
-                    None if consent is None else (consent.photo_names, consent.config,
-                                                  consent._refs.round(4).tobytes()))
+                    None if consent is None else consent.fingerprint())
         checkpoint = ScanCheckpoint(scan_checkpoint_path(out), ScanCheckpoint.key_for(inp, *settings))
         scan = scan_video(inp, proc, cfg, float(info.fps), consent, total, checkpoint)
         decisions = {t: consent.decision(t) for t in scan.tracks} if consent is not None else {}

@@ -115,7 +115,7 @@ def scan_video(inp: Path, proc: FrameProcessor, cfg: VideoConfig, fps: float,
         scan, forward = saved["scan"], saved["forward"]
         _restore_tracker(proc, saved["tracker"])
         if consent is not None:
-            consent._tracks = saved["consent"]
+            consent.restore_votes(saved["consent"])
         scan.resumed_at = len(scan.frames)
     reader = FrameReader(inp, cfg.queue_size, cfg.max_frames)
     t_replay = t_consent = 0.0
@@ -147,7 +147,7 @@ def scan_video(inp: Path, proc: FrameProcessor, cfg: VideoConfig, fps: float,
                 t_replay += time.perf_counter() - t0
             if checkpoint is not None and len(scan.frames) % checkpoint.every == 0:
                 checkpoint.save({"scan": scan, "forward": forward, "tracker": _tracker_state(proc),
-                                 "consent": consent._tracks if consent is not None else None})
+                                 "consent": consent.votes() if consent is not None else None})
             if pbar is not None:
                 pbar.update(1)
     finally:
