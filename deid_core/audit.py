@@ -11,8 +11,8 @@ and mapping them back; a face seen in several views is audited once, in the view
 scores it highest (:func:`deid_core.face.same_face`: YuNet also fires on turned faces in a
 wrong view, with a shifted box). A YuNet face found only in a turned view must score at least
 :attr:`AuditConfig.turned_min_score` (0.8): cables and equipment in the in-flight pan clip scored
-0.62-0.71 there, real turned faces 0.92-0.96. ``views=(0,)`` is the upright-only audit, about half the time
-(``benchmarks/bench_rotated.py``: 0.41 s against 0.84 s on a 640×480 frame, busy 2-core machine).
+0.62-0.71 there, real turned faces 0.92-0.96. ``views=(0,)`` is the upright-only audit, about
+half the time (``benchmarks/bench_rotated.py``: 0.41 s against 0.84 s on a 640×480 frame, busy 2-core machine).
 
 Two measures per face: ``sface``, the SFace (OpenCV Zoo) cosine similarity between input and
 output face chips, both aligned on the input's 5 points; ``pixel_change``, the mean absolute
@@ -49,9 +49,9 @@ import numpy as np
 
 from deid_core import paths
 from deid_core.errors import DeidError
-from deid_core.face import (IMAGE_SUFFIXES, FaceAligner, YuNetDetector, five_points, read_image,
-                            rotate_frame, same_face, unrotate_box, unrotate_points)
-from deid_core.video import FrameReader, box_iou, probe_video, summary_path
+from deid_core.face import (IMAGE_SUFFIXES, FaceAligner, YuNetDetector, box_iou, five_points,
+                            read_image, rotate_frame, same_face, unrotate_box, unrotate_points)
+from deid_core.video import FrameReader, probe_video, summary_path
 
 
 SFACE_FILE = "face_recognition_sface_2021dec.onnx"

@@ -93,7 +93,7 @@ def test_painted_face_is_not_retained(faces, meter):
 
 
 def test_box_iou_and_source_box():
-    assert N.box_iou([0, 0, 10, 10], [[0, 0, 10, 10], [5, 0, 15, 10], [20, 20, 30, 30]]) == \
+    assert N.box_iou([0, 0, 10, 10], [[0, 0, 10, 10], [5, 0, 15, 10], [20, 20, 30, 30]])[0] == \
         pytest.approx([1.0, 1 / 3, 0.0])
     lm = np.array([[2, 2], [9, 9]] * 34, np.float32)
     boxes = np.array([[40, 40, 60, 60, 0.99], [0, 0, 10, 10, 0.7]])

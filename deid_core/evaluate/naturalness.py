@@ -54,7 +54,7 @@ from deid_core.evaluate.baselines import (blur_transform, pixelate_transform,
 from deid_core.evaluate.conditions import (DEFAULT_EVALUATORS, TARGET_PIXEL_DISTANCE,
                                            deid_transform, load_evaluators, load_faces)
 from deid_core.evaluate.table_writer import write_table
-from deid_core.face import Face, FaceAligner, YuNetDetector, yunet_model_path
+from deid_core.face import Face, FaceAligner, YuNetDetector, box_iou, yunet_model_path
 
 
 Transform = Callable[[np.ndarray, np.ndarray], np.ndarray]
@@ -206,27 +206,13 @@ def yunet_boxes(detector: YuNetDetector, image: np.ndarray,
     return np.array([[*(np.asarray(box, np.float64) / s), score] for box, score, _ in dets])
 
 
-def _area(r: np.ndarray) -> np.ndarray:
-    return np.clip(r[..., 2] - r[..., 0], 0, None) * np.clip(r[..., 3] - r[..., 1], 0, None)
-
-
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of one box ``a`` (x0, y0, x1, y1) with each row of ``b`` (N×4+)."""
-    a = np.asarray(a, np.float64)[:4]
-    b = np.atleast_2d(np.asarray(b, np.float64))[:, :4]
-    iw = np.clip(np.minimum(a[2], b[:, 2]) - np.maximum(a[0], b[:, 0]), 0, None)
-    ih = np.clip(np.minimum(a[3], b[:, 3]) - np.maximum(a[1], b[:, 1]), 0, None)
-    inter = iw * ih
-    return inter / np.maximum(_area(a) + _area(b) - inter, 1e-9)
-
-
 def source_box(boxes: np.ndarray, landmarks: np.ndarray) -> np.ndarray | None:
     """The YuNet box of the face with these landmarks: most overlap with the landmarks' box
     (IoU ≥ :data:`SOURCE_IOU`), or ``None`` when YuNet did not find that face."""
     if not len(boxes):
         return None
     lm = np.asarray(landmarks, np.float64)
-    iou = box_iou(np.r_[lm.min(0), lm.max(0)], boxes)
+    iou = box_iou(np.r_[lm.min(0), lm.max(0)], boxes)[0]
     k = int(np.argmax(iou))
     return boxes[k, :4] if iou[k] >= SOURCE_IOU else None
 
@@ -236,7 +222,7 @@ def match_score(boxes: np.ndarray, reference: np.ndarray, iou: float = RETAIN_IO
     ``iou`` (0 when none does: the face is not retained)."""
     if not len(boxes):
         return 0.0
-    hit = box_iou(reference, boxes) >= iou
+    hit = box_iou(reference, boxes)[0] >= iou
     return float(boxes[hit, 4].max()) if hit.any() else 0.0
 
 

@@ -11,7 +11,7 @@ from deid_core.face.template import (  # noqa: F401
     apply_affine, DEFAULT_MARGIN, five_points, grow_box, shape_error, square_box, TEMPLATE_FILE,
     template_landmarks, umeyama)
 from deid_core.face.detect import (  # noqa: F401
-    AlignConfig, DEFAULT_DETECTOR, DETECTORS, Face, landmark_check, obscure, YUNET_BOX_SHIFT_Y,
+    AlignConfig, box_iou, DEFAULT_DETECTOR, DETECTORS, Face, landmark_check, obscure, YUNET_BOX_SHIFT_Y,
     YUNET_BOX_SIDE, YUNET_FILE, yunet_model_path, YUNET_SCORE, yunet_to_dlib_box, YuNetDetector)
 from deid_core.face.aligner import (  # noqa: F401
     align_face, align_file, FaceAligner, CropFn, passthrough_crops)

@@ -254,6 +254,20 @@ def landmark_check(landmarks: np.ndarray, box: Sequence[float], points5: np.ndar
     return True, "", metrics
 
 
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU matrix between boxes ``a`` (N×4) and ``b`` (M×4), x0, y0, x1, y1 (a single box may be
+    1-D; extra columns such as a score are ignored)."""
+    a = np.atleast_2d(np.asarray(a, np.float64))[:, :4]
+    b = np.atleast_2d(np.asarray(b, np.float64))[:, :4]
+    x0 = np.maximum(a[:, None, 0], b[None, :, 0])
+    y0 = np.maximum(a[:, None, 1], b[None, :, 1])
+    x1 = np.minimum(a[:, None, 2], b[None, :, 2])
+    y1 = np.minimum(a[:, None, 3], b[None, :, 3])
+    inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
+    area = lambda r: (r[:, 2] - r[:, 0]) * (r[:, 3] - r[:, 1])  # noqa: E731
+    return inter / np.maximum(area(a)[:, None] + area(b)[None, :] - inter, 1e-9)
+
+
 def obscure(frame: np.ndarray, box: Sequence[float], blocks: int = 8) -> None:
     """The obscuring fallback: pixelate ``frame[box]`` in place into about ``blocks``×``blocks``
     cells (each cell the mean colour of its pixels). Used where the network cannot be

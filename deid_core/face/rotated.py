@@ -37,7 +37,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from deid_core.errors import DeidError
-from deid_core.face.detect import Face
+from deid_core.face.detect import Face, box_iou
 from deid_core.face.template import five_points
 
 
@@ -98,24 +98,11 @@ def detect_views(aligner: Any, rgb: np.ndarray, angles: Sequence[int] = (90, 270
     return out
 
 
-def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU matrix between boxes ``a`` (N×4) and ``b`` (M×4), x0, y0, x1, y1."""
-    a, b = np.asarray(a, np.float64).reshape(-1, 4), np.asarray(b, np.float64).reshape(-1, 4)
-    x0 = np.maximum(a[:, None, 0], b[None, :, 0])
-    y0 = np.maximum(a[:, None, 1], b[None, :, 1])
-    x1 = np.minimum(a[:, None, 2], b[None, :, 2])
-    y1 = np.minimum(a[:, None, 3], b[None, :, 3])
-    inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
-
-
 def same_face(a: np.ndarray, b: np.ndarray, max_iou: float = 0.3) -> bool:
     """Boxes of one face seen in two views: IoU ≥ ``max_iou`` or either box's centre inside the
     other (a face detected in a wrong view gets a shifted box: IoU 0.3-0.8 with the right one)."""
     a, b = np.asarray(a, np.float64).reshape(4), np.asarray(b, np.float64).reshape(4)
-    if iou(a, b)[0, 0] >= max_iou:
+    if box_iou(a, b)[0, 0] >= max_iou:
         return True
     ca, cb = (a[:2] + a[2:]) / 2, (b[:2] + b[2:]) / 2
     return bool(np.all((b[:2] <= ca) & (ca <= b[2:])) or np.all((a[:2] <= cb) & (cb <= a[2:])))

@@ -28,7 +28,7 @@ import cv2
 import numpy as np
 
 from deid_core.face.aligner import CropFn
-from deid_core.face.detect import Face, obscure
+from deid_core.face.detect import Face, box_iou, obscure
 from deid_core.face.template import shape_error
 from deid_core.video.config import VideoConfig
 from deid_core.video.smoothing import OneEuroFilter
@@ -36,18 +36,6 @@ from deid_core.video.smoothing import OneEuroFilter
 
 # ----------------------------------------------------------------------------------------
 # Tracking.
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU matrix between boxes ``a`` (N×4) and ``b`` (M×4), x0, y0, x1, y1."""
-    a, b = np.asarray(a, np.float64).reshape(-1, 4), np.asarray(b, np.float64).reshape(-1, 4)
-    x0 = np.maximum(a[:, None, 0], b[None, :, 0])
-    y0 = np.maximum(a[:, None, 1], b[None, :, 1])
-    x1 = np.minimum(a[:, None, 2], b[None, :, 2])
-    y1 = np.minimum(a[:, None, 3], b[None, :, 3])
-    inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
-    area = lambda r: (r[:, 2] - r[:, 0]) * (r[:, 3] - r[:, 1])  # noqa: E731
-    return inter / np.maximum(area(a)[:, None] + area(b)[None, :] - inter, 1e-9)
-
-
 def _lm_box(landmarks: np.ndarray) -> np.ndarray:
     lo, hi = landmarks.min(axis=0), landmarks.max(axis=0)
     return np.array([lo[0], lo[1], hi[0], hi[1]], np.float64)
