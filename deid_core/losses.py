@@ -177,6 +177,14 @@ def loss_colour(z: torch.Tensor, x: torch.Tensor, low: int = 8) -> torch.Tensor:
     return lowpass + (high_pass(cz) - high_pass(cx)).abs().mean()
 
 
+def loss_chroma_mid(z: torch.Tensor, x: torch.Tensor, grid: int = 32) -> torch.Tensor:
+    """‖pool(Cb,Cr of z) − pool(Cb,Cr of x)‖₁ on a ``grid``×``grid`` lattice (4-px blocks at
+    128 px): the band between :func:`loss_colour`'s 8×8 low-pass and its high-pass, where tinted
+    irises, coloured teeth and a bright nose stripe live. Chroma only: luma shape stays free."""
+    cz, cx = rgb_to_ycbcr(z.float())[:, 1:], rgb_to_ycbcr(x.float())[:, 1:]
+    return (F.adaptive_avg_pool2d(cz, grid) - F.adaptive_avg_pool2d(cx, grid)).abs().mean()
+
+
 def loss_mask_floor(m: torch.Tensor, region: torch.Tensor,
                     floor: torch.Tensor | float, eps: float = 1e-12) -> torch.Tensor:
     """Mean over ``region`` (1×1×H×W in {0, 1}, the face hull) of max(0, logit(floor) −
@@ -331,7 +339,7 @@ def compound_loss(terms: dict[str, torch.Tensor], cfg: LossConfig,
     + α3(L_p^raw + L_p^masked) + α4 L^m + α5(L_x^m + L_y^m) (§3.2, first equation).
 
     The ``deid`` recipe scales α1, α2 by ``pixel_weight``, replaces α0 by ``gan_weight`` and
-    adds ``colour``·(colour terms) + the mask floor. Missing terms (e.g. no perceptual
+    adds ``colour``·(colour terms) + ``chroma_mid``·(mid-band chroma terms) + the mask floor. Missing terms (e.g. no perceptual
     network, no discriminator) count as 0.
     """
     recipe = recipe or RecipeConfig()
@@ -345,6 +353,7 @@ def compound_loss(terms: dict[str, torch.Tensor], cfg: LossConfig,
             + cfg.alpha4 * g("m")
             + cfg.alpha5 * (g("x_m") + g("y_m"))
             + recipe.colour * (g("colour_raw") + g("colour_masked"))
+            + recipe.chroma_mid * (g("chroma_mid_raw") + g("chroma_mid_masked"))
             + g("mask_floor"))
 
 
@@ -401,6 +410,9 @@ def generator_terms(x: torch.Tensor, z_raw: torch.Tensor, mask: torch.Tensor,
     if recipe.colour > 0:
         t["colour_raw"] = loss_colour(z_raw, x)
         t["colour_masked"] = loss_colour(z_masked, x)
+    if recipe.chroma_mid > 0:
+        t["chroma_mid_raw"] = loss_chroma_mid(z_raw, x)
+        t["chroma_mid_masked"] = loss_chroma_mid(z_masked, x)
     if recipe.mask_floor > 0 and face_region is not None:
         # the floor grows with the dial (full from floor_full_at of it): λ = 0 keeps the input
         frac = (_per_example(lam, x.shape[0], x.device)

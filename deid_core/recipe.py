@@ -29,6 +29,9 @@ gan="ns"               patch discriminator with logits, spectral norm and two sc
 gan_raw                the discriminator also judges the raw decoder output
 colour                 weight of the skin-tone/texture constraint: L1 on 8×8 low-passed colour
                        and on the chroma high-pass (no colourful texture)
+chroma_mid             weight of L1 on chroma pooled in 4-px blocks (tinted eyes, coloured
+                       teeth: the band between the two colour terms); off in ``deid`` until a
+                       run shows it helps
 mask_floor             the mask is pushed to ≥ this value inside the face hull once the
                        repeller is on, in proportion to the dial up to floor_full_at of it
                        (the raw output must carry the new face; λ = 0 still keeps the input)
@@ -67,6 +70,7 @@ class RecipeConfig:
     gan_weight: float | None = None     # None: the paper's α0
     gan_raw: bool = False
     colour: float = 0.0
+    chroma_mid: float = 0.0             # weight of the mid-band (4-px block) chroma term
     mask_floor: float = 0.0
     floor_full_at: float = 0.25         # dial fraction where the mask floor reaches mask_floor
     curriculum: bool = False

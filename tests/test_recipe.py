@@ -89,6 +89,23 @@ def test_colour_term_separates_tone_shift_from_luma_detail():
     assert L.rgb_to_ycbcr(torch.full((1, 3, 2, 2), 0.3))[:, 1:].abs().max() < 1e-6
 
 
+def test_mid_band_chroma_term_sees_a_tinted_patch_not_luma():
+    torch.manual_seed(0)
+    x = torch.rand(1, 3, 128, 128) * 0.5 - 0.25
+    assert L.loss_chroma_mid(x, x).item() == 0
+    # grey change of an 8×8 patch (a shape edit in luma): no chroma, term stays 0
+    grey = x.clone()
+    grey[:, :, 60:68, 60:68] += 0.2
+    assert L.loss_chroma_mid(grey, x).item() < 1e-6
+    # the same patch tinted green (an "iris"): 4 of 32×32 blocks change by |ΔCb|+|ΔCr|
+    tint = x.clone()
+    tint[:, 1, 60:68, 60:68] += 0.2
+    dy = 0.587 * 0.2
+    cb, cr = 0.564 * -dy, 0.713 * -dy                   # BT.601 as rgb_to_ycbcr
+    expect = 4 * (abs(cb) + abs(cr)) / (2 * 32 * 32)
+    assert L.loss_chroma_mid(tint, x).item() == pytest.approx(expect, rel=1e-3)
+
+
 def test_non_saturating_gan_terms_hand_values():
     d = torch.tensor([[0.0, 0.0], [2.0, -2.0]])
     lam_b = torch.tensor([1.0, 0.0]).view(2, 1, 1, 1)
