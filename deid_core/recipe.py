@@ -31,7 +31,7 @@ colour                 weight of the skin-tone/texture constraint: L1 on 8×8 lo
                        and on the chroma high-pass (no colourful texture)
 chroma_mid             weight of L1 on chroma pooled in 4-px blocks (tinted eyes, coloured
                        teeth: the band between the two colour terms); off in ``deid`` until a
-                       run shows it helps
+                       longer run confirms the short one (v2f in the model card)
 mask_floor             the mask is pushed to ≥ this value inside the face hull once the
                        repeller is on, in proportion to the dial up to floor_full_at of it
                        (the raw output must carry the new face; λ = 0 still keeps the input)
