@@ -23,10 +23,11 @@ from tqdm import tqdm
 
 from deid_core import paths
 from deid_core.errors import DeidError
+from deid_core.face import box_iou
 from deid_core.video.codec import FrameReader
 from deid_core.video.config import VideoConfig
 from deid_core.video.replay import Replayer, gray
-from deid_core.video.tracking import FrameObs, FrameProcessor, TrackView, box_iou
+from deid_core.video.tracking import FrameObs, FrameProcessor, TrackView
 
 
 @dataclass
