@@ -254,7 +254,7 @@ def deidentify_video(inp: str | os.PathLike, out: str | os.PathLike, aligner: An
             extra["kept_frames"] = _ranges([fi["index"] for fi in frame_infos if fi["kept"]])
             extra["track_report"] = track_report(
                 frame_infos, scan.first_detected, scan.replayed_backward, scan.replayed_forward,
-                {t: dataclasses.asdict(d) for t, d in decisions.items()})
+                {t: d.to_json() for t, d in decisions.items()})
             extra["kept_boxes"] = _kept_boxes(scan)
             extra["least_confident"] = wanted
             extra["scan_resumed_at"] = scan.resumed_at

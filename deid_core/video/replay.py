@@ -111,8 +111,9 @@ def patch_similarity(src: np.ndarray, dst: np.ndarray, face: Face, M: np.ndarray
     size = (x1 - x0, y1 - y0)
     flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
     back = cv2.warpAffine(dst, T, size, flags=flags, borderValue=0)
-    valid = cv2.warpAffine(np.full(dst.shape[:2], 255, np.uint8), T, size,
-                           flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP, borderValue=0) > 0
+    v, u = np.mgrid[0:size[1], 0:size[0]]
+    mx, my = T[0, 0] * u + T[0, 1] * v + T[0, 2], T[1, 0] * u + T[1, 1] * v + T[1, 2]
+    valid = (mx >= 0) & (mx <= W - 1) & (my >= 0) & (my <= H - 1)   # dst pixels inside the frame
     if valid.sum() < 16:
         return 0.0
     a = src[y0:y1, x0:x1].astype(np.float64)[valid]

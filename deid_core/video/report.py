@@ -50,8 +50,9 @@ def least_confident(frames: list[FrameObs], n: int = 12) -> list[dict]:
 
 def track_report(frame_infos: list[dict], first_detected: dict[int, int],
                  replayed_backward: dict[int, int], replayed_forward: dict[int, int],
-                 consent: dict[int, Any] | None = None) -> dict[str, dict]:
-    """Per-track frame counts from the render pass's frame infos."""
+                 consent: dict[int, dict] | None = None) -> dict[str, dict]:
+    """Per-track frame counts from the render pass's frame infos (``consent``: each track's
+    decision as JSON)."""
     rep: dict[int, dict] = {}
 
     def row(t: int) -> dict:
@@ -75,8 +76,7 @@ def track_report(frame_infos: list[dict], first_detected: dict[int, int],
             else:
                 r["deidentified"] += 1
     for t, r in rep.items():
-        c = (consent or {}).get(t)
-        r["consent"] = c if c is None or isinstance(c, dict) else getattr(c, "__dict__", str(c))
+        r["consent"] = (consent or {}).get(t)
     return {str(t): rep[t] for t in sorted(rep)}
 
 

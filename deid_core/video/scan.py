@@ -91,16 +91,6 @@ class ScanCheckpoint:
         self.path.unlink(missing_ok=True)
 
 
-def _tracker_state(proc: FrameProcessor) -> dict:
-    return {"tracks": proc.tracks, "index": proc.index, "next_id": proc._next_id,
-            "thumb": proc._thumb}
-
-
-def _restore_tracker(proc: FrameProcessor, st: dict) -> None:
-    proc.tracks, proc.index, proc._next_id, proc._thumb = (st["tracks"], st["index"],
-                                                           st["next_id"], st["thumb"])
-
-
 def scan_video(inp: Path, proc: FrameProcessor, cfg: VideoConfig, fps: float,
                consent: Any = None, total: int | None = None,
                checkpoint: ScanCheckpoint | None = None) -> Scan:
@@ -114,7 +104,7 @@ def scan_video(inp: Path, proc: FrameProcessor, cfg: VideoConfig, fps: float,
     saved = checkpoint.load() if checkpoint is not None else None
     if saved is not None:
         scan, forward = saved["scan"], saved["forward"]
-        _restore_tracker(proc, saved["tracker"])
+        proc.restore(saved["tracker"])
         if consent is not None:
             consent.restore_votes(saved["consent"])
         scan.resumed_at = len(scan.frames)
@@ -147,7 +137,7 @@ def scan_video(inp: Path, proc: FrameProcessor, cfg: VideoConfig, fps: float,
                 _replay(replayer, scan, obs, gray(frame), forward, cfg, horizon)
                 t_replay += time.perf_counter() - t0
             if checkpoint is not None and len(scan.frames) % checkpoint.every == 0:
-                checkpoint.save({"scan": scan, "forward": forward, "tracker": _tracker_state(proc),
+                checkpoint.save({"scan": scan, "forward": forward, "tracker": proc.state(),
                                  "consent": consent.votes() if consent is not None else None})
             if pbar is not None:
                 pbar.update(1)

@@ -176,6 +176,16 @@ class FrameProcessor:
         size = int(getattr(self.aligner, "size", 128))
         self.provider.crop_fn_for(None)(np.zeros((1, size, size, 3), np.uint8))
 
+    def state(self) -> dict:
+        """What tracking carries from frame to frame (picklable): a resumed scan restores it."""
+        return {"tracks": self.tracks, "index": self.index, "next_id": self._next_id,
+                "thumb": self._thumb}
+
+    def restore(self, state: dict) -> None:
+        """Continue tracking from :meth:`state`."""
+        self.tracks, self.index = state["tracks"], state["index"]
+        self._next_id, self._thumb = state["next_id"], state["thumb"]
+
     # -- tracking ------------------------------------------------------------------------
     def _new_track(self, frame: np.ndarray, face: Any) -> Track:
         tr = Track(id=self._next_id, face=face, box_rel=_box_rel(face.box, face.landmarks),
