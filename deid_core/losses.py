@@ -185,6 +185,15 @@ def loss_chroma_mid(z: torch.Tensor, x: torch.Tensor, grid: int = 32) -> torch.T
     return (F.adaptive_avg_pool2d(cz, grid) - F.adaptive_avg_pool2d(cx, grid)).abs().mean()
 
 
+def loss_luma_mid(z: torch.Tensor, x: torch.Tensor, tol: float, grid: int = 32) -> torch.Tensor:
+    """Hinge ‖max(0, |pool(Y of z) − pool(Y of x)| − tol)‖₁ on a ``grid``×``grid`` lattice
+    (4-px blocks at 128 px): luma edits of that scale are free up to ``tol`` ([−1, 1] units),
+    so a face may change shape and shading, but a glaring highlight or a dark socket costs."""
+    yz, yx = rgb_to_ycbcr(z.float())[:, :1], rgb_to_ycbcr(x.float())[:, :1]
+    diff = (F.adaptive_avg_pool2d(yz, grid) - F.adaptive_avg_pool2d(yx, grid)).abs()
+    return (diff - tol).clamp_min(0).mean()
+
+
 def loss_mask_floor(m: torch.Tensor, region: torch.Tensor,
                     floor: torch.Tensor | float, eps: float = 1e-12) -> torch.Tensor:
     """Mean over ``region`` (1×1×H×W in {0, 1}, the face hull) of max(0, logit(floor) −
@@ -339,7 +348,8 @@ def compound_loss(terms: dict[str, torch.Tensor], cfg: LossConfig,
     + α3(L_p^raw + L_p^masked) + α4 L^m + α5(L_x^m + L_y^m) (§3.2, first equation).
 
     The ``deid`` recipe scales α1, α2 by ``pixel_weight``, replaces α0 by ``gan_weight`` and
-    adds ``colour``·(colour terms) + ``chroma_mid``·(mid-band chroma terms) + the mask floor. Missing terms (e.g. no perceptual
+    adds ``colour``·(colour terms) + ``chroma_mid``·(mid-band chroma terms) + ``luma_mid``·(mid-band
+    luma hinges) + the mask floor. Missing terms (e.g. no perceptual
     network, no discriminator) count as 0.
     """
     recipe = recipe or RecipeConfig()
@@ -354,6 +364,7 @@ def compound_loss(terms: dict[str, torch.Tensor], cfg: LossConfig,
             + cfg.alpha5 * (g("x_m") + g("y_m"))
             + recipe.colour * (g("colour_raw") + g("colour_masked"))
             + recipe.chroma_mid * (g("chroma_mid_raw") + g("chroma_mid_masked"))
+            + recipe.luma_mid * (g("luma_mid_raw") + g("luma_mid_masked"))
             + g("mask_floor"))
 
 
@@ -413,10 +424,13 @@ def generator_terms(x: torch.Tensor, z_raw: torch.Tensor, mask: torch.Tensor,
     if recipe.chroma_mid > 0:
         t["chroma_mid_raw"] = loss_chroma_mid(z_raw, x)
         t["chroma_mid_masked"] = loss_chroma_mid(z_masked, x)
+    if recipe.luma_mid > 0:
+        t["luma_mid_raw"] = loss_luma_mid(z_raw, x, recipe.luma_mid_tol)
+        t["luma_mid_masked"] = loss_luma_mid(z_masked, x, recipe.luma_mid_tol)
     if recipe.mask_floor > 0 and face_region is not None:
         # the floor grows with the dial (full from floor_full_at of it): λ = 0 keeps the input
-        frac = (_per_example(lam, x.shape[0], x.device)
-                / (recipe.lam_max * recipe.floor_full_at)).clamp(0, 1)
+        frac = (recipe.dial_fraction(_per_example(lam, x.shape[0], x.device))
+                / recipe.floor_full_at).clamp(0, 1)
         t["mask_floor"] = ramp * loss_mask_floor(mask, face_region, recipe.mask_floor * frac)
     if perceptual is not None:
         n = x.shape[0]

@@ -32,6 +32,14 @@ colour                 weight of the skin-tone/texture constraint: L1 on 8×8 lo
 chroma_mid             weight of L1 on chroma pooled in 4-px blocks (tinted eyes, coloured
                        teeth: the band between the two colour terms); off in ``deid`` until a
                        longer run confirms the short one (v2f in the model card)
+luma_mid               weight of a hinge on luma pooled in 4-px blocks: only a change larger
+                       than ``luma_mid_tol`` costs (a bright stripe along the nose, dark eye
+                       sockets: the shading caricature a short run draws), smaller shape and
+                       shading edits stay free
+dial_gamma             the dial's curve: margin and mask floor follow (λ/λ_max)^γ instead of
+                       λ/λ_max (γ = 1). The recognisers' distance grows concavely with the
+                       margin, so a linear margin puts half of the change in the dial's first
+                       quarter; γ > 1 spreads it evenly
 mask_floor             the mask is pushed to ≥ this value inside the face hull once the
                        repeller is on, in proportion to the dial up to floor_full_at of it
                        (the raw output must carry the new face; λ = 0 still keeps the input)
@@ -71,6 +79,9 @@ class RecipeConfig:
     gan_raw: bool = False
     colour: float = 0.0
     chroma_mid: float = 0.0             # weight of the mid-band (4-px block) chroma term
+    luma_mid: float = 0.0               # weight of the mid-band luma hinge
+    luma_mid_tol: float = 0.15          # its free band, [−1, 1] units (0.15 ≈ 19 of 255 levels)
+    dial_gamma: float = 1.0             # margin and mask floor ∝ (λ/λ_max)^γ
     mask_floor: float = 0.0
     floor_full_at: float = 0.25         # dial fraction where the mask floor reaches mask_floor
     curriculum: bool = False
@@ -116,6 +127,10 @@ class RecipeConfig:
                             f"got {self.lam_sampling!r}")
         if not 0 < self.floor_full_at <= 1:
             raise DeidError(f"recipe option floor_full_at must be in (0, 1], got {self.floor_full_at}")
+        if self.dial_gamma <= 0:
+            raise DeidError(f"recipe option dial_gamma must be > 0, got {self.dial_gamma}")
+        if self.luma_mid_tol < 0:
+            raise DeidError(f"recipe option luma_mid_tol must be ≥ 0, got {self.luma_mid_tol}")
         if not 0 <= self.mask_floor < 1:
             raise DeidError(f"recipe option mask_floor must be in [0, 1), got {self.mask_floor}")
         if self.warmup < 0 or self.ramp < 0 or self.warmup + self.ramp > 1:
@@ -142,9 +157,15 @@ class RecipeConfig:
             return 0.0
         return 1.0 if length <= 0 else min(1.0, (step - start) / length)
 
+    def dial_fraction(self, lam):
+        """How far along the dial λ is, (λ/λ_max)^γ in [0, 1] (float or tensor)."""
+        frac = lam / self.lam_max
+        frac = frac.clamp(0, 1) if hasattr(frac, "clamp") else min(max(frac, 0.0), 1.0)
+        return frac ** self.dial_gamma
+
     def margin(self, lam):
-        """Hinge margin for dial value(s) λ: linear, ``margin_max`` at ``lam_max``."""
-        return lam / self.lam_max * self.margin_max
+        """Hinge margin for dial value(s) λ: ``margin_max``·(λ/λ_max)^γ (linear for γ = 1)."""
+        return self.dial_fraction(lam) * self.margin_max
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

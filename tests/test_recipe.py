@@ -356,3 +356,63 @@ def test_source_detail_restores_the_fine_band_only():
     assert cfg.model_config().detail_sigma == 1.0
     assert TrainConfig(preset="compact-128", recipe="deid",
                        options={"detail_sigma": "0"}).model_config().detail_sigma == 0.0
+
+
+def test_mid_band_luma_hinge_is_free_inside_its_tolerance():
+    torch.manual_seed(0)
+    x = torch.rand(1, 3, 128, 128) * 0.5 - 0.25
+    assert L.loss_luma_mid(x, x, 0.15).item() == 0
+    # a grey 8×8 patch brightened by 0.1 (a shading edit): inside the tolerance, free
+    soft = x.clone()
+    soft[:, :, 60:68, 60:68] += 0.1
+    assert L.loss_luma_mid(soft, x, 0.15).item() < 1e-7
+    # brightened by 0.4 (a glaring stripe): 4 of 32×32 blocks pay 0.4 − 0.15 each
+    glare = x.clone()
+    glare[:, :, 60:68, 60:68] += 0.4
+    assert L.loss_luma_mid(glare, x, 0.15).item() == pytest.approx(4 * 0.25 / 1024, rel=1e-3)
+    # a pure chroma change of the same luma (green up, red and blue down) costs nothing
+    tint = x.clone()
+    tint[:, 1, 60:68, 60:68] += 0.2
+    tint[:, 0, 60:68, 60:68] -= 0.2 * 0.587 / (0.299 + 0.114)
+    tint[:, 2, 60:68, 60:68] -= 0.2 * 0.587 / (0.299 + 0.114)
+    assert L.loss_luma_mid(tint, x, 0.15).item() < 1e-6
+
+
+def test_dial_gamma_bends_margin_and_mask_floor():
+    lin = RecipeConfig.preset("deid", margin_max=1.0, floor_full_at=1.0)
+    bent = RecipeConfig.preset("deid", margin_max=1.0, floor_full_at=1.0, dial_gamma=2.0)
+    lam = torch.tensor([0.0, 0.25, 0.5, 1.0]) * lin.lam_max
+    assert torch.allclose(lin.margin(lam), torch.tensor([0.0, 0.25, 0.5, 1.0]))
+    assert torch.allclose(bent.margin(lam), torch.tensor([0.0, 0.0625, 0.25, 1.0]))
+    assert bent.margin(2 * lin.lam_max) == pytest.approx(1.0)       # clamped to the top
+    # the mask floor asked of the raw output follows the same curve
+    x = torch.zeros(4, 3, 16, 16)
+    m = torch.full((4, 1, 16, 16), 0.01)
+    region = torch.ones(1, 1, 16, 16)
+    floors = []
+    for r in (lin, bent):
+        r.mask_floor = 0.5
+        t = L.generator_terms(x, x, m, lam=lam[2:3], recipe=r, face_region=region)
+        floors.append(t["mask_floor"].item())
+    want = [torch.logit(torch.tensor(f)) - torch.logit(torch.tensor(0.01)) for f in (0.25, 0.125)]
+    assert floors == pytest.approx([w.item() for w in want], rel=1e-4)
+    with pytest.raises(DeidError, match="dial_gamma"):
+        RecipeConfig.preset("deid", dial_gamma=0)
+
+
+def test_a_nan_gradient_skips_the_step_and_keeps_the_weights(tmp_path, faces, monkeypatch):
+    import deid_core.train.trainer as T
+    t = Trainer(_cfg(tmp_path), identity=FakeIdentity())
+    x = torch.stack([faces[i] for i in range(2)])
+    t.step = 9
+    before = {k: v.clone() for k, v in t.G.state_dict().items()}
+    good = T.compound_loss
+    # one batch whose loss is NaN (a degenerate crop): its G step is skipped
+    monkeypatch.setattr(T, "compound_loss", lambda *a, **k: good(*a, **k) * float("nan"))
+    out = t.train_step(x)
+    assert t.skipped_steps == {"G": 1} and out["skipped"] == 1
+    assert all(torch.equal(before[k], v) for k, v in t.G.state_dict().items())
+    monkeypatch.setattr(T, "compound_loss", good)
+    out = t.train_step(x)                            # the next good batch trains as usual
+    assert out["skipped"] == 1 and all(torch.isfinite(p).all() for p in t.G.parameters())
+    assert any(not torch.equal(before[k], v) for k, v in t.G.state_dict().items())

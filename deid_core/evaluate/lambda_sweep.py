@@ -68,6 +68,9 @@ def lambda_sweep(images: Sequence[np.ndarray], landmarks: Sequence[np.ndarray],
         for net_name, d in df.groupby("evaluator", sort=False):
             rho[net_name] = float(spearmanr(d["lambda"], d["descriptor distance"]).statistic)
     df.attrs["spearman"] = rho
+    steps = {net_name: dial_steps(d["descriptor distance"].to_numpy())
+             for net_name, d in df.groupby("evaluator", sort=False)} if len(lams) >= 3 else {}
+    df.attrs["dial"] = steps
     write_table(name, df, "Fig. 9 — distance from the source vs λ", [
         "Descriptor distance: L2 between unit-normalised evaluator embeddings; RGB: mean |Δ| (0-255).",
         "Landmark NME: dlib 68 points of the output vs the source (same box), / outer inter-ocular distance.",
@@ -76,7 +79,11 @@ def lambda_sweep(images: Sequence[np.ndarray], landmarks: Sequence[np.ndarray],
         "low-frequency chroma change inside the hull (0-255; a colour blotch); YuNet retention: fraction of faces OpenCV's YuNet still finds "
         "(evaluate.naturalness).",
         *([("Spearman ρ(λ, descriptor distance): "
-            + ", ".join(f"{k} {v:.3f}" for k, v in rho.items()))] if rho else [])])
+            + ", ".join(f"{k} {v:.3f}" for k, v in rho.items()))] if rho else []),
+        *([("Dial (share of the total distance change in each λ step; monotone?): "
+            + "; ".join(f"{k} " + " / ".join(f"{x:.0%}" for x in v["shares"])
+                        + (", monotone" if v["monotone"] else ", NOT monotone")
+                        for k, v in steps.items()))] if steps else [])])
     # grid: rows = images, columns = source + λ
     k = min(grid_rows, len(images))
     fig, axes = plt.subplots(k, len(lams) + 1, figsize=(1.6 * (len(lams) + 1), 1.7 * k),
@@ -110,6 +117,17 @@ def lambda_sweep(images: Sequence[np.ndarray], landmarks: Sequence[np.ndarray],
     fig.tight_layout()
     _save(fig, figs / f"{name}_distance.png")
     return df
+
+
+def dial_steps(distances: Sequence[float]) -> dict:
+    """How a dial's distances (one per position, in order) split the total change: each
+    step's share of (last − first), the largest share, and whether every step grows (§4
+    Fig. 9 read as a dial: even steps, none backwards)."""
+    d = np.asarray(distances, np.float64)
+    total = d[-1] - d[0]
+    shares = np.diff(d) / total if total > 0 else np.zeros(len(d) - 1)
+    return {"shares": [float(x) for x in shares], "largest": float(shares.max(initial=0.0)),
+            "monotone": bool(np.all(np.diff(d) > 0))}
 
 
 def _save(fig, path: Path) -> None:

@@ -156,6 +156,7 @@ class Trainer:
         self.opt_D = (torch.optim.Adam(self.D.parameters(), lr=cfg.lr, betas=cfg.betas)
                       if self.D is not None else None)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        self.skipped_steps: dict[str, int] = {}     # optimizer steps skipped: NaN/inf gradient
         self.G_train, self.D_train = self.G, self.D
         self.G_ema = (copy.deepcopy(self.G).eval().requires_grad_(False)
                       if self.recipe.ema else None)
@@ -203,6 +204,20 @@ class Trainer:
             feats = {k: v.detach().float() for k, v in self.perceptual.features(x).items()}
         return feats[self.perceptual.descriptor], feats
 
+    def _step_if_finite(self, opt: torch.optim.Optimizer, net: torch.nn.Module, name: str) -> None:
+        """Optimizer step unless a gradient is NaN/inf: one bad batch must not poison the
+        weights (a run then dies many steps later). fp16's GradScaler already skips such
+        steps itself; bf16 and fp32 have no scaler, so the check is done here."""
+        if self.scaler.is_enabled():
+            self.scaler.step(opt)
+            return
+        grads = [p.grad for p in net.parameters() if p.grad is not None]
+        if grads and not torch.isfinite(torch.nn.utils.get_total_norm(grads)):
+            self.skipped_steps[name] = self.skipped_steps.get(name, 0) + 1
+            opt.zero_grad(set_to_none=True)
+            return
+        opt.step()
+
     def train_step(self, x: torch.Tensor) -> dict[str, float]:
         """One D + G update on the batch x (N×3×S×S in [−1, 1]); returns per-term losses."""
         cfg, rc, n = self.cfg, self.recipe, x.shape[0]
@@ -240,7 +255,7 @@ class Trainer:
             else:
                 loss_d = loss_discriminator(d_out, mix_beta)
             self.scaler.scale(loss_d).backward()
-            self.scaler.step(self.opt_D)
+            self._step_if_finite(self.opt_D, self.D, "D")
             d_logged = loss_d.detach()
             self.D.requires_grad_(False)
             with self._autocast():   # unwrapped D: no DDP sync
@@ -257,7 +272,7 @@ class Trainer:
                                 view=self.view)
         total = compound_loss(terms, cfg.loss, rc)
         self.scaler.scale(total).backward()
-        self.scaler.step(self.opt_G)
+        self._step_if_finite(self.opt_G, self.G, "G")
         self.scaler.update()
         if self.D is not None:
             self.D.requires_grad_(True)
@@ -273,6 +288,7 @@ class Trainer:
             logged["D"] = d_logged.float()
         values = torch.stack(list(logged.values())).tolist()   # one device sync per step
         out.update(zip(logged, values))
+        out["skipped"] = float(sum(self.skipped_steps.values()))
         out["ramp"] = ramp
         self.lam = lam_at(self.schedule, self.step)
         return out
