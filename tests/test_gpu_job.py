@@ -99,6 +99,9 @@ def test_tiny_carry(tiny_carry):
     assert faces.shape == (16, 128, 128, 3) and held.shape == (8, 128, 128, 3)
     assert not set(index["persons"]) & set(hindex["persons"])   # held-out persons never train
     assert (tiny_carry / manifest["dlib"]).stat().st_size < 12 * MiB
+    if manifest.get("init") and manifest["init_recipe"] != manifest["recipe"]:
+        # the old paper-recipe starter: the job trains the preset the recipe was tuned on
+        assert manifest["preset"] == "compact-128w-lamcond"
 
 
 def test_job_dry_run(tiny_carry, tmp_path):
@@ -170,3 +173,20 @@ def test_job_on_cuda(tmp_path):
               env={**ENV, "PYTHON": sys.executable})
     bench = json.loads((out / "bench.json").read_text())
     assert bench["status"] == "ok" and bench["gpu"], res.stdout[-2000:]
+
+
+def test_job_recipe_options_tuned_then_init_then_command_line():
+    import job
+    from deid_core.recipe import TUNED_OPTIONS, RecipeConfig
+    cfg = job.parse_args(["--recipe", "deid"])
+    assert job.job_options(cfg, {}) == TUNED_OPTIONS           # a fresh deid run: tuned
+    RecipeConfig.preset("deid", **TUNED_OPTIONS)               # every tuned switch is valid
+    # a continued deid model keeps its own switches (its curriculum is behind it) ...
+    same = {"options": {"dial_gamma": 2.0, "curriculum": False}}
+    opts = job.job_options(cfg, same)
+    assert opts["dial_gamma"] == 2.0 and opts["curriculum"] is False
+    assert opts["luma_mid"] == TUNED_OPTIONS["luma_mid"]
+    # ... and the command line wins over both; --plain trains the preset as ablated
+    cfg = job.parse_args(["--recipe", "deid", "--option", "dial_gamma=1.2", "--plain"])
+    assert job.job_options(cfg, same) == {"dial_gamma": "1.2", "curriculum": False}
+    assert job.job_options(job.parse_args(["--recipe", "paper"]), {}) == {}

@@ -53,6 +53,7 @@ from deid_core.identity.dlib_net import DlibIdentity  # noqa: E402
 from deid_core.pipeline import Deidentifier  # noqa: E402
 from deid_core.model import Generator, ModelConfig, load_checkpoint  # noqa: E402
 from deid_core.train import TrainConfig, Trainer  # noqa: E402
+from deid_core.recipe import TUNED_OPTIONS, RecipeConfig, parse_options  # noqa: E402
 
 MiB = 1 << 20
 MAX_FILES = 8
@@ -84,6 +85,8 @@ class JobConfig:
     log_every: int = 10
     save_every_s: float = 90.0
     init: str | None = None           # weights to continue from (None: the carry's manifest)
+    options: dict = field(default_factory=dict)   # recipe switches (--option NAME=VALUE)
+    tuned: bool = True                # deid: start from recipe.TUNED_OPTIONS (--plain: off)
     grid_faces: int = 8
     dial_positions: int = 5
     bench_iters: int = 30
@@ -246,7 +249,6 @@ def as_trained(init: dict | None, preset: str, recipe: str) -> dict:
     rec = saved.get("recipe") or {}
     if saved["model"].get("name") != preset or rec.get("name") != recipe:
         return {}
-    from deid_core.recipe import RecipeConfig
     base = RecipeConfig.preset(recipe).to_dict()
     model = {k: (tuple(v) if isinstance(v, list) else v) for k, v in saved["model"].items()
              if k != "name"}
@@ -254,6 +256,16 @@ def as_trained(init: dict | None, preset: str, recipe: str) -> dict:
     if int(init.get("step", 0)) > 0:   # a trained model: its warm-up and ramp are behind it
         options["curriculum"] = False
     return {"model": model, "options": options}
+
+
+def job_options(cfg: JobConfig, same: dict) -> dict:
+    """Recipe switches of this run: for ``deid`` the tuned ones (``recipe.TUNED_OPTIONS``,
+    unless ``--plain``), then those of the model being continued (:func:`as_trained`), then
+    the command line's ``--option``s."""
+    options = dict(TUNED_OPTIONS) if cfg.tuned and cfg.recipe == "deid" else {}
+    options.update(same.get("options", {}))
+    options.update(cfg.options)
+    return options
 
 
 def build_trainer(cfg: JobConfig, identity: DlibIdentity, work: Path,
@@ -273,6 +285,10 @@ def build_trainer(cfg: JobConfig, identity: DlibIdentity, work: Path,
             log.info("continuing as trained: model %s, recipe options %s", same["model"],
                      same["options"])
         kw.update({k: v for k, v in same.items() if k in names})
+        options = job_options(cfg, same)
+        if options and "options" in names:
+            kw["options"] = options
+            log.info("recipe %s with options %s", cfg.recipe, options)
     else:
         log.warning("TrainConfig has no 'recipe' field yet: training its default recipe, "
                     "not %r", cfg.recipe)
@@ -610,6 +626,8 @@ def run(cfg: JobConfig) -> dict:
         meta.update({"preset": trainer.mcfg.name, "recipe": getattr(trainer.cfg, "recipe", None)})
         bench.update(meta)
         bench.update({"preset": trainer.mcfg.name, "batch": trainer.batch,
+                      "recipe_options": {k: v for k, v in trainer.recipe.to_dict().items()
+                                         if k != "name"} if hasattr(trainer, "recipe") else None,
                       "amp": str(trainer.amp_dtype).replace("torch.", ""),
                       "channels_last": bool(trainer.channels_last),
                       "ema": getattr(trainer, "G_ema", None) is not None,
@@ -745,8 +763,14 @@ def parse_args(argv: list[str] | None = None) -> JobConfig:
     p.add_argument("--device")
     p.add_argument("--max-steps", type=int)
     p.add_argument("--seed", type=int)
+    p.add_argument("--option", dest="options", action="append", metavar="NAME=VALUE",
+                   help="recipe switch (repeatable; over the tuned ones and the init's)")
+    p.add_argument("--plain", dest="tuned", action="store_false", default=None,
+                   help="the deid preset as its ablation measured it, without TUNED_OPTIONS")
     p.add_argument("--dry-run", action="store_true", help="tiny CPU run of the same code")
     a = p.parse_args(argv)
+    if a.options is not None:
+        a.options = parse_options(a.options)
     given = {k: v for k, v in vars(a).items() if v is not None and k != "dry_run"}
     return JobConfig.dry(**given) if a.dry_run else JobConfig(**given)
 

@@ -41,6 +41,7 @@ from deid_core.model import load_checkpoint  # noqa: E402
 MiB = 1 << 20
 REPO = paths.REPO_ROOT
 DLIB_NAME = "dlib_resnet29_fp16.pt"
+JOB_PRESET = "compact-128w-lamcond"     # the preset the deid recipe was tuned on (model card)
 
 
 def held_out_persons(folder: Path) -> list[str]:
@@ -152,7 +153,7 @@ def write_init(src: Path, dst: Path) -> dict:
     if ck.get("discriminator") is not None:
         doc["discriminator"] = ck["discriminator"]
     torch.save(doc, dst)
-    return ck["config"]["model"]
+    return ck["config"]
 
 
 def job_model_config(preset: str, recipe: str) -> dict:
@@ -212,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--init", default=None, help="weights to continue from (default: the "
                    "newest data/checkpoints/*_starter.pt; 'none': train from scratch)")
     p.add_argument("--preset", default=None, help="model the job trains (default: the init "
-                   "weights' preset, else compact-128-lamcond)")
+                   f"weights' preset when they are a model of --recipe, else {JOB_PRESET})")
     p.add_argument("--recipe", default="deid", help="training recipe of the job (default: deid)")
     p.add_argument("--size", type=int, default=128)
     p.add_argument("--quality", type=int, default=90, help="JPEG quality of the face shards")
@@ -259,16 +260,21 @@ def main(argv: list[str] | None = None) -> int:
     if init is not None:
         if is_tracked(init):
             manifest["init"] = str(init.resolve().relative_to(REPO))
-            model = load_checkpoint(init)["config"]["model"]
+            init_cfg = load_checkpoint(init)["config"]
             needed.add(init)
         else:
-            model = write_init(init, new / "init.pt")
+            init_cfg = write_init(init, new / "init.pt")
             manifest["init"] = "init.pt"
+        model = init_cfg["model"]
         manifest["init_preset"] = model.get("name")
+        manifest["init_recipe"] = (init_cfg.get("recipe") or {}).get("name", "paper")
         manifest["init_source"] = str(init)
     else:
         manifest["init"] = None
-    manifest["preset"] = a.preset or manifest.get("init_preset") or "compact-128-lamcond"
+    # continue a model of this recipe as it is; otherwise train the preset the recipe was
+    # tuned on (the old paper-recipe starter's decoder is 8 channels wide at 128 px)
+    same_recipe = manifest.get("init_recipe") == a.recipe
+    manifest["preset"] = a.preset or (manifest["init_preset"] if same_recipe else JOB_PRESET)
     manifest["recipe"] = a.recipe
     if init is not None:
         from deid_core.model import ModelConfig
