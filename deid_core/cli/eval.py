@@ -38,7 +38,7 @@ def _kw(args, **extra) -> dict:
 
 def add_eval(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="reproduce the paper's evaluation: lfw (Table 5), rank (Table 4), "
-                                    "table3, lambda (Fig. 9), attributes, gallery, user-study (Table 2)")
+                                    "table3, lambda (Fig. 9), naturalness, gates, attributes, gallery, user-study (Table 2)")
     sub = p.add_subparsers(dest="eval_command", metavar="TABLE")
 
     q = sub.add_parser("lfw", help="Table 5: LFW verification TPR@FAR and 10-fold accuracy")
@@ -147,6 +147,26 @@ def add_eval(sub: argparse._SubParsersAction) -> None:
         print(df.to_string(index=False))
         return 0
     q.set_defaults(func=run_nat)
+
+    q = sub.add_parser("gates", help="the natural-face gates of one model: naturalness and identity "
+                                     "(held-out and in the wild), blur/pixelation at equal RGB, the dial")
+    q.add_argument("--images", help="held-out faces (default: the 24 held-out NASA portraits)")
+    q.add_argument("--wild", help="in-the-wild stills too (e.g. results/video_frames from "
+                                  "scripts/video_frames.py)")
+    q.add_argument("--max-images", type=int, default=24)
+    _common(q)
+
+    def run_gate(a):
+        from deid_core.evaluate.gates import run_gates
+        if not a.checkpoint:
+            raise DeidError("deid eval gates needs --checkpoint")
+        table = run_gates(a.checkpoint, a.lam, a.images, a.wild, a.max_images, a.evaluator,
+                          **_kw(a))
+        print(table.to_string(index=False))
+        checked = table[table["passed"] != "n/a"]
+        print(f"{int((checked['passed'] == 'yes').sum())} of {len(checked)} gates pass")
+        return 0
+    q.set_defaults(func=run_gate)
 
     q = sub.add_parser("attributes", help="landmark NME, head-pose difference, detection retention")
     q.add_argument("--images")
