@@ -36,6 +36,9 @@ luma_mid               weight of a hinge on luma pooled in 4-px blocks: only a c
                        than ``luma_mid_tol`` costs (a bright stripe along the nose, dark eye
                        sockets: the shading caricature a short run draws), smaller shape and
                        shading edits stay free
+chroma_peak            weight of the mean of the 5% largest mid-band chroma changes of the
+                       masked output: a colour patch on a few blocks (an orange or red nose
+                       on in-the-wild faces, v2g-v2i) costs as much as a spread one
 dial_gamma             the dial's curve: margin and mask floor follow (λ/λ_max)^γ instead of
                        λ/λ_max (γ = 1). The recognisers' distance grows concavely with the
                        margin, so a linear margin puts half of the change in the dial's first
@@ -88,6 +91,7 @@ class RecipeConfig:
     colour: float = 0.0
     chroma_mid: float = 0.0             # weight of the mid-band (4-px block) chroma term
     luma_mid: float = 0.0               # weight of the mid-band luma hinge
+    chroma_peak: float = 0.0            # weight of the top-5% mid-band chroma change
     luma_mid_tol: float = 0.15          # its free band, [−1, 1] units (0.15 ≈ 19 of 255 levels)
     dial_gamma: float = 1.0             # margin and mask floor ∝ (λ/λ_max)^γ
     mask_floor: float = 0.0

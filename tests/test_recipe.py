@@ -416,3 +416,23 @@ def test_a_nan_gradient_skips_the_step_and_keeps_the_weights(tmp_path, faces, mo
     out = t.train_step(x)                            # the next good batch trains as usual
     assert out["skipped"] == 1 and all(torch.isfinite(p).all() for p in t.G.parameters())
     assert any(not torch.equal(before[k], v) for k, v in t.G.state_dict().items())
+
+
+def test_chroma_peak_reads_the_tail_of_the_colour_change():
+    torch.manual_seed(0)
+    x = torch.rand(1, 3, 128, 128) * 0.5 - 0.25
+    assert L.loss_chroma_peak(x, x).item() == 0
+    # a green 8×8 patch: 4 blocks of 32×32 change by |ΔCb| + |ΔCr|; the top 5% (51 blocks)
+    # hold those 4 and 47 unchanged ones
+    tint = x.clone()
+    tint[:, 1, 60:68, 60:68] += 0.2
+    dy = 0.587 * 0.2
+    per_block = abs(0.564 * -dy) + abs(0.713 * -dy)
+    assert L.loss_chroma_peak(tint, x).item() == pytest.approx(4 * per_block / 51, rel=1e-3)
+    # the same colour change spread thinly over the whole face costs less than the patch
+    spread = x.clone()
+    spread[:, 1] += 0.2 * 4 / 1024
+    assert L.loss_chroma_peak(spread, x).item() < 0.1 * L.loss_chroma_peak(tint, x).item()
+    # a luma-only change costs nothing
+    grey = x + 0.3
+    assert L.loss_chroma_peak(grey, x).item() < 1e-6
