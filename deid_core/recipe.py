@@ -65,12 +65,13 @@ from deid_core.errors import DeidError
 
 RECIPES = ("paper", "deid")
 
-# The switches of the best CPU-trained ``deid`` model so far (model card, v2i: v2b continued
+# The switches of the best CPU-trained ``deid`` model so far (model card, v2j: v2b continued
 # with each of these added in turn). ``deid`` itself keeps the values its ablation table
 # measured; the GPU job (scripts/gpu/job.py) trains with these unless told otherwise.
 TUNED_OPTIONS: dict[str, float] = {
     "repeller_weight": 8.0, "margin_max": 1.0, "floor_full_at": 1.0, "colour": 20.0,
     "chroma_mid": 100.0, "luma_mid": 200.0, "luma_mid_tol": 0.1, "dial_gamma": 1.5,
+    "chroma_peak": 20.0,
 }
 
 

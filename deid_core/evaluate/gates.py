@@ -21,7 +21,7 @@ from deid_core import paths
 from deid_core.errors import DeidError
 from deid_core.evaluate.conditions import DEFAULT_EVALUATORS
 from deid_core.evaluate.lambda_sweep import dial_steps, run_lambda
-from deid_core.evaluate.naturalness import run_naturalness
+from deid_core.evaluate.naturalness import run_naturalness, shown_path
 from deid_core.evaluate.table_writer import write_table
 
 LOSS_NETWORK = "dlib"     # the training loss network: never an independent evaluator
@@ -155,7 +155,8 @@ def run_gates(checkpoint: str | os.PathLike, lam: float | None = None,
     passed = int((table["passed"] == "yes").sum())
     checked = int((table["passed"] != "n/a").sum())
     write_table(name, table, f"Natural-face gates — {ck.name}" + (f" at λ = {lam:g}" if lam else ""), [
-        f"Held-out: {images}; in the wild: {wild_dir or '(not given)'}; {passed} of {checked} gates pass.",
+        f"Held-out: {shown_path(images)}; in the wild: {shown_path(wild_dir) if wild_dir else '(not given)'}; "
+        f"{passed} of {checked} gates pass.",
         "Tables behind each verdict: "
         + ", ".join(f"results/tables/{name}_{k}.md" for k in ("naturalness", "dial", "wild")
                     if k != "wild" or wild_dir) + "."])

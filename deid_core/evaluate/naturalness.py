@@ -424,7 +424,7 @@ def blocks_for_pixel_distance(images: Sequence[np.ndarray], landmarks: Sequence[
     return best
 
 
-def _shown(path: str | os.PathLike) -> str:
+def shown_path(path: str | os.PathLike) -> str:
     """A path as written in table notes: relative to the repository when inside it."""
     p = Path(path).resolve()
     try:
@@ -447,7 +447,7 @@ def run_naturalness(images_dir: str | os.PathLike | None = None,
     nets = load_evaluators(list(evaluators) if evaluators is not None else list(DEFAULT_EVALUATORS), weights)
     conds: list[tuple[str, Transform]] = [("real (identity)", identity_transform()),
                                           ("128-px round trip", round_trip_transform(128))]
-    notes = [f"Faces: {len(ims)} from {_shown(images_dir)}.",
+    notes = [f"Faces: {len(ims)} from {shown_path(images_dir)}.",
              "128-px round trip: each face warped into the 128-px aligned crop and pasted back "
              "unchanged, i.e. a perfect 128-px model (the resolution's own loss)."]
     target = TARGET_PIXEL_DISTANCE
@@ -455,7 +455,7 @@ def run_naturalness(images_dir: str | os.PathLike | None = None,
         fn = deid_transform(ckpt, lam=lam, device=device)
         label = f"deid {Path(ckpt).stem}" + (f" λ={lam:g}" if lam is not None else "")
         conds.append((label, fn))
-        notes.append(f"{label}: checkpoint {_shown(ckpt)}.")
+        notes.append(f"{label}: checkpoint {shown_path(ckpt)}.")
         if k == 0:
             target = float(np.mean([metrics.pixel_distance(im, fn(im, lm)) for im, lm in zip(ims, lms)]))
     if not models:
