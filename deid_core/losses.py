@@ -177,12 +177,18 @@ def loss_colour(z: torch.Tensor, x: torch.Tensor, low: int = 8) -> torch.Tensor:
     return lowpass + (high_pass(cz) - high_pass(cx)).abs().mean()
 
 
+def mid_band_change(z: torch.Tensor, x: torch.Tensor, grid: int = 32) -> torch.Tensor:
+    """|pool(YCbCr of z) − pool(YCbCr of x)| on a ``grid``×``grid`` lattice (4-px blocks at
+    128 px), N×3×grid×grid: the band between :func:`loss_colour`'s 8×8 low-pass and its
+    high-pass, where tinted irises, coloured teeth and a bright nose stripe live."""
+    return (F.adaptive_avg_pool2d(rgb_to_ycbcr(z.float()), grid)
+            - F.adaptive_avg_pool2d(rgb_to_ycbcr(x.float()), grid)).abs()
+
+
 def loss_chroma_mid(z: torch.Tensor, x: torch.Tensor, grid: int = 32) -> torch.Tensor:
-    """‖pool(Cb,Cr of z) − pool(Cb,Cr of x)‖₁ on a ``grid``×``grid`` lattice (4-px blocks at
-    128 px): the band between :func:`loss_colour`'s 8×8 low-pass and its high-pass, where tinted
-    irises, coloured teeth and a bright nose stripe live. Chroma only: luma shape stays free."""
-    cz, cx = rgb_to_ycbcr(z.float())[:, 1:], rgb_to_ycbcr(x.float())[:, 1:]
-    return (F.adaptive_avg_pool2d(cz, grid) - F.adaptive_avg_pool2d(cx, grid)).abs().mean()
+    """Mean of the mid-band chroma change (:func:`mid_band_change`, Cb and Cr). Chroma only:
+    luma shape stays free."""
+    return mid_band_change(z, x, grid)[:, 1:].mean()
 
 
 def loss_chroma_peak(z: torch.Tensor, x: torch.Tensor, top: float = 0.05, grid: int = 32
@@ -191,8 +197,7 @@ def loss_chroma_peak(z: torch.Tensor, x: torch.Tensor, top: float = 0.05, grid: 
     ``grid``×``grid`` lattice, per example: a colour patch on a few blocks (an orange nose)
     costs as much as one spread over the face, unlike a mean (the colour shift p95 of
     :mod:`deid_core.evaluate.naturalness` reads the same tail)."""
-    cz, cx = rgb_to_ycbcr(z.float())[:, 1:], rgb_to_ycbcr(x.float())[:, 1:]
-    d = (F.adaptive_avg_pool2d(cz, grid) - F.adaptive_avg_pool2d(cx, grid)).abs().sum(1)
+    d = mid_band_change(z, x, grid)[:, 1:].sum(1)
     k = max(1, int(round(top * grid * grid)))
     return d.flatten(1).topk(k, dim=1).values.mean()
 
@@ -201,9 +206,7 @@ def loss_luma_mid(z: torch.Tensor, x: torch.Tensor, tol: float, grid: int = 32) 
     """Hinge ‖max(0, |pool(Y of z) − pool(Y of x)| − tol)‖₁ on a ``grid``×``grid`` lattice
     (4-px blocks at 128 px): luma edits of that scale are free up to ``tol`` ([−1, 1] units),
     so a face may change shape and shading, but a glaring highlight or a dark socket costs."""
-    yz, yx = rgb_to_ycbcr(z.float())[:, :1], rgb_to_ycbcr(x.float())[:, :1]
-    diff = (F.adaptive_avg_pool2d(yz, grid) - F.adaptive_avg_pool2d(yx, grid)).abs()
-    return (diff - tol).clamp_min(0).mean()
+    return (mid_band_change(z, x, grid)[:, :1] - tol).clamp_min(0).mean()
 
 
 def loss_mask_floor(m: torch.Tensor, region: torch.Tensor,

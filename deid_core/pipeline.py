@@ -81,6 +81,17 @@ def configure_threads(threads: int | None = None) -> int:
     return n
 
 
+def model_dial(cfg: ModelConfig, lam_state: dict | None = None, n: int = 5) -> list[float]:
+    """``n`` evenly spaced positions of a model's λ dial (0 … its λ_max): linear for a
+    ``lam_scale="linear"`` model (the ``deid`` recipe), else 0 + log-spaced (paper λ); a
+    fixed-λ model has the one λ it was trained with."""
+    if not cfg.lam_cond:
+        return [float((lam_state or {}).get("lam", DEFAULT_LAM))]
+    recipe = RecipeConfig(lam_max=cfg.lam_max, lam_sampling=(
+        "uniform" if cfg.lam_scale == "linear" else "loguniform"))
+    return dial(recipe, n)
+
+
 class Deidentifier:
     """One trained generator ready for frames: see the module docstring."""
 
@@ -154,13 +165,8 @@ class Deidentifier:
         return trained, ignored
 
     def dial(self, n: int = 5) -> list[float]:
-        """``n`` evenly spaced positions of this model's λ dial (0 … its λ_max): linear for a
-        ``lam_scale="linear"`` model (the ``deid`` recipe), else 0 + log-spaced (paper λ)."""
-        if not self.cfg.lam_cond:
-            return [float(self.lam_state.get("lam", DEFAULT_LAM))]
-        recipe = RecipeConfig(lam_max=self.cfg.lam_max, lam_sampling=(
-            "uniform" if self.cfg.lam_scale == "linear" else "loguniform"))
-        return dial(recipe, n)
+        """``n`` evenly spaced positions of this model's λ dial (:func:`model_dial`)."""
+        return model_dial(self.cfg, self.lam_state, n)
 
     # ------------------------------------------------------------------------ network
     @torch.no_grad()

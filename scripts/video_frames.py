@@ -16,30 +16,29 @@ import argparse
 import sys
 from pathlib import Path
 
-import cv2
+import numpy as np
 
 from deid_core import paths
 from deid_core.errors import DeidError
 from deid_core.face import write_image
+from deid_core.video import FrameReader, probe_video
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm")
 
 
-def frame_at(path: Path, at: float) -> "tuple[int, object]":
-    """(frame number, RGB frame) at fraction ``at`` of the clip."""
-    cap = cv2.VideoCapture(str(path))
-    if not cap.isOpened():
-        raise DeidError(f"{path}: cannot open the video")
-    try:
-        n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
-        k = max(0, min(n - 1, int(round(at * (n - 1)))))
-        cap.set(cv2.CAP_PROP_POS_FRAMES, k)
-        ok, bgr = cap.read()
-        if not ok:
-            raise DeidError(f"{path}: cannot read frame {k} of {n}")
-        return k, bgr[:, :, ::-1].copy()
-    finally:
-        cap.release()
+def frame_at(path: Path, at: float) -> tuple[int, np.ndarray]:
+    """(frame number, upright RGB frame) at fraction ``at`` of the clip (decoded with the
+    kit's own reader, so a rotation tag is applied as in ``deid video``)."""
+    n = probe_video(path).frames
+    k = max(0, min(n - 1, int(round(at * (n - 1))))) if n else 0
+    reader = FrameReader(path, queue_size=2, max_frames=k + 1)
+    reader.start()
+    frame = None
+    for idx, _, _, img in reader:
+        frame = (idx, img)
+    if frame is None:
+        raise DeidError(f"{path}: no frame decoded ({reader.error or 'empty video'})")
+    return frame
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -161,7 +161,7 @@ def add_eval(sub: argparse._SubParsersAction) -> None:
         if not a.checkpoint:
             raise DeidError("deid eval gates needs --checkpoint")
         table = run_gates(a.checkpoint, a.lam, a.images, a.wild, a.max_images, a.evaluator,
-                          **_kw(a))
+                          a.weights, **_kw(a))
         print(table.to_string(index=False))
         checked = table[table["passed"] != "n/a"]
         print(f"{int((checked['passed'] == 'yes').sum())} of {len(checked)} gates pass")

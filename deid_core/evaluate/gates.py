@@ -23,6 +23,8 @@ from deid_core.evaluate.conditions import DEFAULT_EVALUATORS
 from deid_core.evaluate.lambda_sweep import dial_steps, run_lambda
 from deid_core.evaluate.naturalness import run_naturalness, shown_path
 from deid_core.evaluate.table_writer import write_table
+from deid_core.model import ModelConfig, load_checkpoint
+from deid_core.pipeline import model_dial
 
 LOSS_NETWORK = "dlib"     # the training loss network: never an independent evaluator
 
@@ -133,23 +135,23 @@ def gate_table(nat: pd.DataFrame, lam: pd.DataFrame | None = None,
 def run_gates(checkpoint: str | os.PathLike, lam: float | None = None,
               images_dir: str | os.PathLike | None = None, wild_dir: str | os.PathLike | None = None,
               max_images: int | None = 24, evaluators: Sequence[str] | None = None,
-              name: str = "gates", device: str = "cpu") -> pd.DataFrame:
+              weights: str | None = None, name: str = "gates", device: str = "cpu") -> pd.DataFrame:
     """``deid eval gates``: the naturalness table of the model at λ (default: its own), its
     λ sweep over the dial's 5 positions (λ-conditioned models), the same naturalness table on
     ``wild_dir`` (e.g. ``scripts/video_frames.py``'s stills), and the verdicts as
     ``results/tables/NAME.md|csv``."""
-    from deid_core.pipeline import Deidentifier
     nets = list(evaluators or DEFAULT_EVALUATORS)
     ck = Path(checkpoint)
     if not ck.is_file():
         raise DeidError(f"checkpoint not found: {ck}")
+    saved = load_checkpoint(ck)
+    positions = model_dial(ModelConfig.from_dict(saved["config"]["model"]), saved.get("lam_state"))
     images = images_dir or paths.sample_dir() / "portraits"
-    nat = run_naturalness(images, [(ck, lam)], max_images, nets, name=f"{name}_naturalness",
+    nat = run_naturalness(images, [(ck, lam)], max_images, nets, weights, name=f"{name}_naturalness",
                           device=device)
-    positions = Deidentifier.from_checkpoint(ck).dial(5)
-    sweep = (run_lambda(str(images), {p: str(ck) for p in positions}, nets, max_images,
+    sweep = (run_lambda(str(images), {p: str(ck) for p in positions}, nets, max_images, weights,
                         name=f"{name}_dial") if len(positions) > 1 else None)
-    wild = (run_naturalness(wild_dir, [(ck, lam)], max_images, nets, name=f"{name}_wild",
+    wild = (run_naturalness(wild_dir, [(ck, lam)], max_images, nets, weights, name=f"{name}_wild",
                             device=device) if wild_dir else None)
     table = gate_table(nat, sweep, wild)
     passed = int((table["passed"] == "yes").sum())
