@@ -76,6 +76,12 @@ class AuditConfig:
     edge_min_score: float = 0.8      # ... and this YuNet score (mirror symmetry makes face-like
                                      # patterns: 0.65-0.68 on the pan clip, real cut faces 0.87-0.94)
 
+    def left_visible(self, change: dict) -> bool:
+        """The rule of the module doc on one face's :meth:`FaceAuditor.compare` result:
+        untouched pixels, or an identity SFace still matches with little pixel change."""
+        return change["pixel_change"] < self.min_pixel_change or (
+            change["sface"] >= self.max_sface and change["pixel_change"] < self.max_pixel_change)
+
     def __post_init__(self) -> None:
         if self.every < 1 or (self.max_frames is not None and self.max_frames < 1):
             raise DeidError("audit: every and max_frames must be >= 1")
@@ -208,9 +214,7 @@ class FaceAuditor:
         for box, pts, det in self.faces(inp):
             report.faces_checked += 1
             m = self.compare(inp, out, box, pts)
-            c = self.cfg
-            if m["pixel_change"] < c.min_pixel_change or (
-                    m["sface"] >= c.max_sface and m["pixel_change"] < c.max_pixel_change):
+            if self.cfg.left_visible(m):
                 row = {"frame": frame, "box": [round(float(v), 1) for v in box], "detector": det, **m}
                 if kept and any(same_face(box, np.asarray(k, np.float64)) for k in kept):
                     report.kept_by_consent.append(row)

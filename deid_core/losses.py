@@ -191,13 +191,17 @@ def loss_chroma_mid(z: torch.Tensor, x: torch.Tensor, grid: int = 32) -> torch.T
     return mid_band_change(z, x, grid)[:, 1:].mean()
 
 
-def loss_chroma_peak(z: torch.Tensor, x: torch.Tensor, top: float = 0.05, grid: int = 32
-                     ) -> torch.Tensor:
-    """Mean of the largest ``top`` fraction of |Δ pool(Cb)| + |Δ pool(Cr)| over a
-    ``grid``×``grid`` lattice, per example: a colour patch on a few blocks (an orange nose)
-    costs as much as one spread over the face, unlike a mean (the colour shift p95 of
-    :mod:`deid_core.evaluate.naturalness` reads the same tail)."""
-    d = mid_band_change(z, x, grid)[:, 1:].sum(1)
+def loss_mid_peak(z: torch.Tensor, x: torch.Tensor, band: str = "chroma", top: float = 0.05,
+                  grid: int = 32) -> torch.Tensor:
+    """Mean of the largest ``top`` fraction of the mid-band change (:func:`mid_band_change`)
+    over a ``grid``×``grid`` lattice, per example. ``band="chroma"``: |Δ pool(Cb)| + |Δ pool(Cr)|
+    (an orange nose); ``"luma"``: |Δ pool(Y)| (a white nose bridge with dark outlines). A patch
+    on a few blocks costs as much as one spread over the face, unlike a mean (the colour shift
+    p95 of :mod:`deid_core.evaluate.naturalness` reads the same tail)."""
+    if band not in ("chroma", "luma"):
+        raise DeidError(f"mid-band peak: band must be 'chroma' or 'luma', got {band!r}")
+    d = mid_band_change(z, x, grid)
+    d = d[:, 1:].sum(1) if band == "chroma" else d[:, 0]
     k = max(1, int(round(top * grid * grid)))
     return d.flatten(1).topk(k, dim=1).values.mean()
 
@@ -364,7 +368,7 @@ def compound_loss(terms: dict[str, torch.Tensor], cfg: LossConfig,
 
     The ``deid`` recipe scales α1, α2 by ``pixel_weight``, replaces α0 by ``gan_weight`` and
     adds ``colour``·(colour terms) + ``chroma_mid``·(mid-band chroma terms) + ``luma_mid``·(mid-band
-    luma hinges) + the mask floor. Missing terms (e.g. no perceptual
+    luma hinges) + ``chroma_peak``, ``luma_peak``·(their top-5% tails) + the mask floor. Missing terms (e.g. no perceptual
     network, no discriminator) count as 0.
     """
     recipe = recipe or RecipeConfig()
@@ -381,6 +385,7 @@ def compound_loss(terms: dict[str, torch.Tensor], cfg: LossConfig,
             + recipe.chroma_mid * (g("chroma_mid_raw") + g("chroma_mid_masked"))
             + recipe.luma_mid * (g("luma_mid_raw") + g("luma_mid_masked"))
             + recipe.chroma_peak * g("chroma_peak_masked")
+            + recipe.luma_peak * g("luma_peak_masked")
             + g("mask_floor"))
 
 
@@ -441,7 +446,9 @@ def generator_terms(x: torch.Tensor, z_raw: torch.Tensor, mask: torch.Tensor,
         t["chroma_mid_raw"] = loss_chroma_mid(z_raw, x)
         t["chroma_mid_masked"] = loss_chroma_mid(z_masked, x)
     if recipe.chroma_peak > 0:   # what the viewer sees: the masked output only
-        t["chroma_peak_masked"] = loss_chroma_peak(z_masked, x)
+        t["chroma_peak_masked"] = loss_mid_peak(z_masked, x, "chroma")
+    if recipe.luma_peak > 0:
+        t["luma_peak_masked"] = loss_mid_peak(z_masked, x, "luma")
     if recipe.luma_mid > 0:
         t["luma_mid_raw"] = loss_luma_mid(z_raw, x, recipe.luma_mid_tol)
         t["luma_mid_masked"] = loss_luma_mid(z_masked, x, recipe.luma_mid_tol)

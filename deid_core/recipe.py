@@ -39,6 +39,9 @@ luma_mid               weight of a hinge on luma pooled in 4-px blocks: only a c
 chroma_peak            weight of the mean of the 5% largest mid-band chroma changes of the
                        masked output: a colour patch on a few blocks (an orange or red nose
                        on in-the-wild faces, v2g-v2i) costs as much as a spread one
+luma_peak              the same tail for luma: the mean of the 5% largest mid-band luma
+                       changes of the masked output (the white nose bridge with dark
+                       outlines that ``chroma_peak`` leaves, v2j)
 dial_gamma             the dial's curve: margin and mask floor follow (λ/λ_max)^γ instead of
                        λ/λ_max (γ = 1). The recognisers' distance grows concavely with the
                        margin, so a linear margin puts half of the change in the dial's first
@@ -93,6 +96,7 @@ class RecipeConfig:
     chroma_mid: float = 0.0             # weight of the mid-band (4-px block) chroma term
     luma_mid: float = 0.0               # weight of the mid-band luma hinge
     chroma_peak: float = 0.0            # weight of the top-5% mid-band chroma change
+    luma_peak: float = 0.0              # weight of the top-5% mid-band luma change
     luma_mid_tol: float = 0.15          # its free band, [−1, 1] units (0.15 ≈ 19 of 255 levels)
     dial_gamma: float = 1.0             # margin and mask floor ∝ (λ/λ_max)^γ
     mask_floor: float = 0.0

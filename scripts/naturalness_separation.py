@@ -2,14 +2,14 @@
 
 Computes :func:`deid_core.evaluate.naturalness.naturalness_table` on the held-out NASA
 portraits for the real faces (unchanged), each model (default: the committed starter at
-λ = 1e-5), and Gaussian blur and pixelation at the first model's pixel budget, and writes
+its default λ), and Gaussian blur and pixelation at the first model's pixel budget, and writes
 
 - ``results/tables/NAME.csv|md`` (default NAME ``naturalness_separation``),
 - ``results/figures/NAME.png``: aligned crops, rows = faces, columns = conditions,
 - ``results/figures/NAME/<face>_<condition>.png``: full output images of the first faces,
 - with ``--evidence``: a copy of the Markdown table at ``data/checkpoints/eval/EVIDENCE``.
 
-    python scripts/naturalness_separation.py                                    # old starter
+    python scripts/naturalness_separation.py                                    # committed model
     python scripts/naturalness_separation.py --model runs/v2/checkpoint.pt:1e-5 --model ...
 """
 from __future__ import annotations
@@ -26,7 +26,6 @@ from deid_core.face import FaceAligner, write_image
 from deid_core.evaluate.naturalness import run_naturalness
 from deid_core.paths import results_dir
 
-STARTER = paths.REPO_ROOT / "data" / "checkpoints" / "compact-128-lamcond_starter.pt"
 
 
 def parse_model(spec: str) -> tuple[str, float | None]:
@@ -62,14 +61,14 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--images", default=str(paths.sample_dir() / "portraits"))
     ap.add_argument("--model", action="append", metavar="CKPT[:LAM]",
-                    help=f"de-ID model(s) (default: {STARTER.name}:1e-5)")
+                    help="de-ID model(s) (default: the committed model at its default λ)")
     ap.add_argument("--max-images", type=int)
     ap.add_argument("--name", default="naturalness_separation")
     ap.add_argument("--evidence", metavar="FILE", help="also copy the Markdown table to "
                                                       "data/checkpoints/eval/FILE")
     ap.add_argument("--full-images", type=int, default=3, help="faces whose full outputs are saved")
     a = ap.parse_args(argv)
-    models = [parse_model(m) for m in a.model] if a.model else [(str(STARTER), 1e-5)]
+    models = [parse_model(m) for m in a.model] if a.model else [(str(paths.resolve_checkpoint(None)), None)]
     from deid_core.evaluate.conditions import load_faces
     ims, lms, names = load_faces(a.images, a.max_images)
     outputs: dict = {}

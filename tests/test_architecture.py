@@ -27,7 +27,7 @@ ALLOWED = {
     "train": BASE | {"face", "identity", "model", "recipe", "augment", "losses"},
     "video": BASE | {"face"},
     "audit": BASE | {"face", "video"},
-    "evaluate": BASE | {"face", "identity", "model", "recipe", "pipeline", "video"},
+    "evaluate": BASE | {"face", "identity", "model", "recipe", "pipeline", "video", "audit"},
 }
 NOTEBOOK_HELPERS = {"envcheck", "profiles", "report", "plots", "notebook_runner"}
 

@@ -79,3 +79,13 @@ def test_wild_faces_get_their_own_verdicts():
     v = _verdicts(gate_table(held, wild=wild))
     assert v[("colour shift p95", "held-out")] == "yes"
     assert v[("colour shift p95", "in the wild")] == "NO"
+
+
+def test_a_face_the_audit_would_pass_through_fails_the_privacy_gate():
+    # natural and unlike blur, but SFace still matches it with little pixel change (v2k-like)
+    v = _verdicts(gate_table(_nat({"left-visible rate": 0.25})))
+    assert v[("left visible (deid audit)", "held-out")] == "NO"
+    assert _verdicts(gate_table(_nat({"left-visible rate": 0.0})))[
+        ("left visible (deid audit)", "held-out")] == "yes"
+    # tables written before the column existed get no verdict rather than a made-up one
+    assert ("left visible (deid audit)", "held-out") not in _verdicts(gate_table(_nat({})))

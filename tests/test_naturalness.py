@@ -92,6 +92,26 @@ def test_painted_face_is_not_retained(faces, meter):
     assert N.summarize(res)["YuNet retention"] == 0.0
 
 
+def test_left_visible_follows_the_audit_rule(faces, meter):
+    """An unchanged face and a re-encoded copy are reported as left visible (what `deid audit`
+    says of a face the run missed); a face painted over or coarsely pixelated is not."""
+    import cv2
+    from deid_core.evaluate.baselines import pixelate_transform
+
+    def jpeg(image, landmarks):
+        ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 60])
+        return cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+
+    for fn in (N.identity_transform(), jpeg):
+        res = meter.measure(_outputs(faces, fn))
+        assert all(f.left_visible for f in res)
+        assert N.summarize(res)["left-visible rate"] == 1.0
+    for fn in (_painted, pixelate_transform(6)):
+        res = meter.measure(_outputs(faces, fn))
+        assert not any(f.left_visible for f in res)
+        assert N.summarize(res)["left-visible rate"] == 0.0
+
+
 def test_box_iou_and_source_box():
     assert N.box_iou([0, 0, 10, 10], [[0, 0, 10, 10], [5, 0, 15, 10], [20, 20, 30, 30]])[0] == \
         pytest.approx([1.0, 1 / 3, 0.0])

@@ -421,18 +421,45 @@ def test_a_nan_gradient_skips_the_step_and_keeps_the_weights(tmp_path, faces, mo
 def test_chroma_peak_reads_the_tail_of_the_colour_change():
     torch.manual_seed(0)
     x = torch.rand(1, 3, 128, 128) * 0.5 - 0.25
-    assert L.loss_chroma_peak(x, x).item() == 0
+    assert L.loss_mid_peak(x, x).item() == 0
     # a green 8×8 patch: 4 blocks of 32×32 change by |ΔCb| + |ΔCr|; the top 5% (51 blocks)
     # hold those 4 and 47 unchanged ones
     tint = x.clone()
     tint[:, 1, 60:68, 60:68] += 0.2
     dy = 0.587 * 0.2
     per_block = abs(0.564 * -dy) + abs(0.713 * -dy)
-    assert L.loss_chroma_peak(tint, x).item() == pytest.approx(4 * per_block / 51, rel=1e-3)
+    assert L.loss_mid_peak(tint, x).item() == pytest.approx(4 * per_block / 51, rel=1e-3)
     # the same colour change spread thinly over the whole face costs less than the patch
     spread = x.clone()
     spread[:, 1] += 0.2 * 4 / 1024
-    assert L.loss_chroma_peak(spread, x).item() < 0.1 * L.loss_chroma_peak(tint, x).item()
+    assert L.loss_mid_peak(spread, x).item() < 0.1 * L.loss_mid_peak(tint, x).item()
     # a luma-only change costs nothing
     grey = x + 0.3
-    assert L.loss_chroma_peak(grey, x).item() < 1e-6
+    assert L.loss_mid_peak(grey, x).item() < 1e-6
+
+
+def test_luma_peak_reads_the_tail_of_the_luma_change_and_is_switched_by_the_recipe():
+    torch.manual_seed(0)
+    x = torch.rand(1, 3, 128, 128) * 0.5 - 0.25
+    assert L.loss_mid_peak(x, x, "luma").item() == 0
+    # a grey 8×8 stripe brightened by 0.3: 4 of the 51 top blocks change by 0.3
+    glare = x.clone()
+    glare[:, :, 60:68, 60:68] += 0.3
+    assert L.loss_mid_peak(glare, x, "luma").item() == pytest.approx(4 * 0.3 / 51, rel=1e-3)
+    # a colour change of the same luma (green up, red and blue down) costs nothing
+    tint = x.clone()
+    tint[:, 1, 60:68, 60:68] += 0.2
+    tint[:, 0, 60:68, 60:68] -= 0.2 * 0.587 / (0.299 + 0.114)
+    tint[:, 2, 60:68, 60:68] -= 0.2 * 0.587 / (0.299 + 0.114)
+    assert L.loss_mid_peak(tint, x, "luma").item() < 1e-6
+    with pytest.raises(DeidError, match="band"):
+        L.loss_mid_peak(x, x, "hue")
+    # the switch: off in deid, a weighted term of the compound loss when set
+    m = torch.full((1, 1, 128, 128), 0.9)
+    off = RecipeConfig.preset("deid")
+    on = RecipeConfig.preset("deid", luma_peak=20)
+    assert "luma_peak_masked" not in L.generator_terms(x, glare, m, recipe=off)
+    t = L.generator_terms(x, glare, m, recipe=on)
+    assert t["luma_peak_masked"].item() > 0
+    extra = L.compound_loss(t, L.LossConfig(), on) - L.compound_loss(t, L.LossConfig(), off)
+    assert extra.item() == pytest.approx(20 * t["luma_peak_masked"].item(), rel=1e-4)

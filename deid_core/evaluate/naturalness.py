@@ -29,6 +29,10 @@ the SOURCE face's 68 landmarks (image coordinates) — the region that step h of
   source and output, over the source's outer inter-ocular distance (:func:`metrics.nme`).
 - **identity distance and same-person rate** by independent recognizers (SFace and
   FaceNet-CASIA by default; chips of both images cut at the source landmarks, as in Table 3).
+- **left visible** by the rule of ``deid audit`` (:class:`~deid_core.audit.FaceAuditor`): SFace
+  cosine ≥ 0.7 with < 6 grey levels of change in the box centre, or < 1 grey level — a face
+  the kit's own privacy check would report as passed through, on the source's YuNet box (the
+  landmarks' box where YuNet missed it) and its 5 points from the 68.
 
 :func:`naturalness_table` aggregates them per condition (a name and a transform
 ``fn(image, landmarks) -> image``: our model at a λ, blur, pixelation, or anything else).
@@ -47,6 +51,7 @@ import numpy as np
 import pandas as pd
 
 from deid_core import paths
+from deid_core.audit import FaceAuditor
 from deid_core.errors import DeidError
 from deid_core.evaluate import metrics
 from deid_core.evaluate.baselines import (blur_transform, pixelate_transform,
@@ -54,7 +59,8 @@ from deid_core.evaluate.baselines import (blur_transform, pixelate_transform,
 from deid_core.evaluate.conditions import (DEFAULT_EVALUATORS, TARGET_PIXEL_DISTANCE,
                                            deid_transform, load_evaluators, load_faces)
 from deid_core.evaluate.table_writer import write_table
-from deid_core.face import Face, FaceAligner, YuNetDetector, box_iou, yunet_model_path
+from deid_core.face import (Face, FaceAligner, YuNetDetector, box_iou, five_points,
+                            yunet_model_path)
 
 
 Transform = Callable[[np.ndarray, np.ndarray], np.ndarray]
@@ -258,6 +264,7 @@ class FaceNaturalness:
     identity_distance: dict[str, float] = field(default_factory=dict)
     same_person: dict[str, bool] = field(default_factory=dict)
     colour_shift: float = 0.0      # low-frequency chroma change, p95 in the hull (:func:`colour_shift`)
+    left_visible: bool = False     # ``deid audit`` would report this face as left visible
 
 
 class NaturalnessMeter:
@@ -270,7 +277,7 @@ class NaturalnessMeter:
 
     def __init__(self, images: Sequence[np.ndarray], landmarks: Sequence[np.ndarray],
                  evaluators: Sequence = (), yunet: YuNetDetector | None = None,
-                 aligner: FaceAligner | None = None) -> None:
+                 aligner: FaceAligner | None = None, auditor: FaceAuditor | None = None) -> None:
         if len(images) != len(landmarks) or not len(images):
             raise DeidError(f"need one landmark set per image, got {len(images)} images and "
                             f"{len(landmarks)} landmark sets")
@@ -279,8 +286,11 @@ class NaturalnessMeter:
         self.evaluators = list(evaluators)
         self.yunet = yunet or load_yunet()
         self.aligner = aligner or FaceAligner(detector="hog")
+        self.auditor = auditor or FaceAuditor()
         pairs = list(zip(self.images, self.landmarks))
         self.src_boxes = [source_box(yunet_boxes(self.yunet, im), lm) for im, lm in pairs]
+        self.audit_boxes = [np.r_[lm.min(0), lm.max(0)] if b is None else np.asarray(b, np.float64)
+                            for b, lm in zip(self.src_boxes, self.landmarks)]
         self.dlib_boxes = [detector_box(self.aligner, im, lm) for im, lm in pairs]
         self.dlib_points = np.stack([self.aligner.landmarks(im, b)
                                      for im, b in zip(self.images, self.dlib_boxes)])
@@ -303,13 +313,15 @@ class NaturalnessMeter:
         for i, (src, out, lm) in enumerate(zip(self.images, outputs, self.landmarks)):
             ref = self.src_boxes[i]
             score = None if ref is None else match_score(yunet_boxes(self.yunet, out), ref)
+            change = self.auditor.compare(src, out, self.audit_boxes[i], five_points(lm))
             faces.append(FaceNaturalness(
                 hf=hf_ratio(src, out, lm), retained=None if score is None else score > 0,
                 yunet_score=score,
                 nme=float(nme[i]), rgb_distance=metrics.pixel_distance(src, out),
                 identity_distance={k: float(v[0][i]) for k, v in ident.items()},
                 same_person={k: bool(v[1][i]) for k, v in ident.items()},
-                colour_shift=colour_shift(src, out, lm)))
+                colour_shift=colour_shift(src, out, lm),
+                left_visible=self.auditor.cfg.left_visible(change)))
         return faces
 
 
@@ -327,7 +339,8 @@ def summarize(faces: Sequence[FaceNaturalness]) -> dict:
            "YuNet retention": float(np.mean(ret)) if ret else float("nan"), "YuNet faces": len(ret),
            "YuNet score (median)": float(np.median([f.yunet_score for f in faces if f.retained is not None]))
            if ret else float("nan"),
-           "landmark NME (median)": float(np.median(nme)), "landmark NME (mean)": float(nme.mean())}
+           "landmark NME (median)": float(np.median(nme)), "landmark NME (mean)": float(nme.mean()),
+           "left-visible rate": float(np.mean([f.left_visible for f in faces]))}
     for net in faces[0].identity_distance if faces else ():
         row[f"{net} distance (mean)"] = float(np.mean([f.identity_distance[net] for f in faces]))
         row[f"{net} same-person rate"] = float(np.mean([f.same_person[net] for f in faces]))
@@ -382,6 +395,8 @@ def naturalness_table(images: Sequence[np.ndarray], landmarks: Sequence[np.ndarr
             f"YuNet score: its confidence for the output face (0 = not found; real portraits ≈ 0.94).",
             "Landmark NME: dlib 68 points of the output vs the source (same detector box) / outer "
             "inter-ocular distance. RGB distance: mean |Δ| over the whole image (0-255), as in Table 3.",
+            "Left-visible rate: fraction of faces `deid audit` would report as left visible (SFace "
+            "cosine input/output ≥ 0.7 with < 6 grey levels of change in the box centre, or < 1 grey level).",
             "Identity: L2 between unit-normalised embeddings of independent evaluators (0..2), chips cut "
             "at the source landmarks; same-person rate by each evaluator's own threshold.",
             *notes])
