@@ -89,3 +89,12 @@ def test_a_face_the_audit_would_pass_through_fails_the_privacy_gate():
         ("left visible (deid audit)", "held-out")] == "yes"
     # tables written before the column existed get no verdict rather than a made-up one
     assert ("left visible (deid audit)", "held-out") not in _verdicts(gate_table(_nat({})))
+
+
+def test_a_painted_feature_fails_the_local_detail_peak():
+    # hull-wide ratios near 1 (v2l-like: the nose gains what the rest of the face loses)
+    v = _verdicts(gate_table(_nat({"local detail peak (median)": 2.08})))
+    assert v[("local detail peak", "held-out")] == "NO"
+    assert v[("luma detail ratio", "held-out")] == "yes"
+    assert _verdicts(gate_table(_nat({"local detail peak (median)": 1.0})))[
+        ("local detail peak", "held-out")] == "yes"

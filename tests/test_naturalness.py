@@ -2,6 +2,7 @@
 transform, blur, coloured noise and a painted-over face; the lambda-sweep columns; the CLI."""
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 
@@ -95,7 +96,6 @@ def test_painted_face_is_not_retained(faces, meter):
 def test_left_visible_follows_the_audit_rule(faces, meter):
     """An unchanged face and a re-encoded copy are reported as left visible (what `deid audit`
     says of a face the run missed); a face painted over or coarsely pixelated is not."""
-    import cv2
     from deid_core.evaluate.baselines import pixelate_transform
 
     def jpeg(image, landmarks):
@@ -110,6 +110,32 @@ def test_left_visible_follows_the_audit_rule(faces, meter):
         res = meter.measure(_outputs(faces, fn))
         assert not any(f.left_visible for f in res)
         assert N.summarize(res)["left-visible rate"] == 0.0
+
+
+def _painted_nose(image, landmarks):
+    """Dark nostrils and a white bridge drawn on a blurred face: the hull-wide detail ratio
+    stays near 1 (detail lost everywhere, gained on the nose), the local peak does not."""
+    iod = float(metrics.inter_ocular(landmarks))
+    out = blur_transform(0.04)(image, landmarks).copy()
+    lm = np.round(landmarks).astype(int)
+    r = max(2, int(iod / 14))
+    for x, y in (lm[31], lm[35]):
+        cv2.circle(out, (int(x), int(y)), r, (40, 25, 20), -1)
+    cv2.line(out, tuple(int(v) for v in lm[27]), tuple(int(v) for v in lm[30]), (250, 235, 225), r)
+    return out
+
+
+def test_local_detail_peak_sees_a_painted_nose_the_hull_ratio_misses(faces, meter):
+    same = [N.local_detail_peak(im, im, lm) for im, lm in zip(*faces)]
+    assert same == pytest.approx([1.0] * 3)
+    trip = meter.measure(_outputs(faces, N.round_trip_transform(128)))
+    assert all(0.85 < f.local_peak < 1.2 for f in trip)
+    blurred = meter.measure(_outputs(faces, blur_transform(0.1)))
+    assert all(f.local_peak < 1.0 for f in blurred)
+    nose = meter.measure(_outputs(faces, _painted_nose))
+    assert all(f.local_peak > 2.0 for f in nose)
+    assert all(0.6 < f.hf.luma_ratio < 1.6 for f in nose)      # what the hull-wide ratio says
+    assert N.summarize(nose)["local detail peak (median)"] > 2.0
 
 
 def test_box_iou_and_source_box():

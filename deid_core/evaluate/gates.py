@@ -34,12 +34,15 @@ class Gates:
     """The limits. ``colour_shift_max`` is ours: the detail ratios, YuNet and NME all pass
     faces with a visible orange or white patch on the nose (colour shift 3.5-5.9), which
     the colour shift separates from real faces (0), blur (0.17) and pixelation (0.25).
-    ``left_visible_max`` is the kit's own privacy check (``deid audit``): no output face it
+    ``local_peak_max`` too (the upper end of ``hf_ratio``, per block of the face): the
+    hull-wide detail ratios stay near 1 when a painted nose gains the detail the rest of the
+    face loses (model card, v2j-v2l). ``left_visible_max`` is the kit's own privacy check (``deid audit``): no output face it
     would report as passed through (a natural model that moves identity too little fails it)."""
     hf_ratio: tuple[float, float] = (0.6, 1.6)
     yunet_min: float = 0.97
     nme_max: float = 0.05
     colour_shift_max: float = 1.5
+    local_peak_max: float = 1.6
     same_person_max: dict[str, float] = field(
         default_factory=lambda: {"sface": 0.25, "facenet-casia": 0.10})
     dial_step_max: float = 0.40
@@ -60,13 +63,18 @@ def model_row(nat: pd.DataFrame) -> pd.Series:
 
 
 def naturalness_gates(nat: pd.DataFrame, where: str, g: Gates) -> list[dict]:
-    """Detail ratios, colour shift, YuNet retention and landmark NME of the model's row."""
+    """Detail ratios (hull-wide and the local peak), colour shift, YuNet retention and landmark
+    NME of the model's row."""
     m = model_row(nat)
     lo, hi = g.hf_ratio
     out = []
     for band in ("luma", "chroma"):
         v = float(m[f"{band} HF ratio (median)"])
         out.append(_row(f"{band} detail ratio", where, round(v, 3), f"{lo}-{hi}", lo <= v <= hi))
+    if "local detail peak (median)" in nat.columns:
+        v = float(m["local detail peak (median)"])
+        out.append(_row("local detail peak", where, round(v, 3), f"≤ {g.local_peak_max}",
+                        v <= g.local_peak_max))
     v = float(m["colour shift p95 (median)"])
     out.append(_row("colour shift p95", where, round(v, 2), f"≤ {g.colour_shift_max}",
                     v <= g.colour_shift_max))
