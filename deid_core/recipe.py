@@ -42,6 +42,9 @@ chroma_peak            weight of the mean of the 5% largest mid-band chroma chan
 luma_peak              the same tail for luma: the mean of the 5% largest mid-band luma
                        changes of the masked output (the white nose bridge with dark
                        outlines that ``chroma_peak`` leaves, v2j)
+detail_peak            weight of the hinge on detail added per 8×8 block of the masked output
+                       (the band of the naturalness metrics, top 5% of blocks): the painted
+                       nose that the local detail peak gate measures (v2j-v2m)
 dial_gamma             the dial's curve: margin and mask floor follow (λ/λ_max)^γ instead of
                        λ/λ_max (γ = 1). The recognisers' distance grows concavely with the
                        margin, so a linear margin puts half of the change in the dial's first
@@ -97,6 +100,7 @@ class RecipeConfig:
     luma_mid: float = 0.0               # weight of the mid-band luma hinge
     chroma_peak: float = 0.0            # weight of the top-5% mid-band chroma change
     luma_peak: float = 0.0              # weight of the top-5% mid-band luma change
+    detail_peak: float = 0.0            # weight of the top-5% added-detail hinge
     luma_mid_tol: float = 0.15          # its free band, [−1, 1] units (0.15 ≈ 19 of 255 levels)
     dial_gamma: float = 1.0             # margin and mask floor ∝ (λ/λ_max)^γ
     mask_floor: float = 0.0

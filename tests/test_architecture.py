@@ -22,7 +22,7 @@ ALLOWED = {
     "errors": set(), "paths": {"errors"},
     "identity": BASE, "face": BASE,
     "recipe": BASE, "model": BASE | {"recipe"}, "augment": BASE,
-    "losses": BASE | {"identity", "recipe", "augment"},
+    "losses": BASE | {"identity", "recipe", "augment", "model"},
     "pipeline": BASE | {"face", "identity", "model", "recipe"},
     "train": BASE | {"face", "identity", "model", "recipe", "augment", "losses"},
     "video": BASE | {"face"},

@@ -463,3 +463,24 @@ def test_luma_peak_reads_the_tail_of_the_luma_change_and_is_switched_by_the_reci
     assert t["luma_peak_masked"].item() > 0
     extra = L.compound_loss(t, L.LossConfig(), on) - L.compound_loss(t, L.LossConfig(), off)
     assert extra.item() == pytest.approx(20 * t["luma_peak_masked"].item(), rel=1e-4)
+
+
+def test_detail_peak_costs_added_detail_on_a_few_blocks_not_blur():
+    from deid_core.model import gaussian_blur
+    torch.manual_seed(0)
+    x = gaussian_blur(torch.rand(1, 3, 128, 128) * 0.5 - 0.25, 1.5)     # smooth skin-like
+    assert L.loss_detail_peak(x, x).item() == 0
+    assert L.loss_detail_peak(gaussian_blur(x, 2.0), x).item() == 0      # blur is free here
+    # a dark dot pattern (nostrils) on one 16×16 patch: a few cells gain detail
+    dots = x.clone()
+    dots[:, :, 60:76:4, 60:76:4] -= 0.8
+    peak = L.loss_detail_peak(dots, x).item()
+    assert peak > 0.5
+    # the same amount of added detail spread thinly over the face costs far less
+    spread = x + 0.02 * (torch.rand_like(x) - 0.5)
+    assert L.loss_detail_peak(spread, x).item() < 0.2 * peak
+    r = RecipeConfig.preset("deid", detail_peak=2)
+    m = torch.full((1, 1, 128, 128), 0.9)
+    t = L.generator_terms(x, dots, m, recipe=r)
+    assert t["detail_peak_masked"].item() > 0
+    assert "detail_peak_masked" not in L.generator_terms(x, dots, m, recipe=RecipeConfig.preset("deid"))

@@ -26,7 +26,7 @@ LOSS_KEYS = ("total", "D", "G", "R_raw", "R_masked", "x_raw", "y_raw", "x_masked
              "p_raw", "p_masked", "m", "x_m", "y_m", "colour_raw", "colour_masked", "mask_floor",
              "id_dist", "id_unit", "lam", "ramp", "chroma_mid_raw", "chroma_mid_masked",
              "luma_mid_raw", "luma_mid_masked", "skipped", "chroma_peak_masked",
-             "luma_peak_masked")
+             "luma_peak_masked", "detail_peak_masked")
 
 
 PAPER_128_SCHEDULE = ((0.0, 1e-7), (0.25, 5e-7), (0.5, 1e-6), (0.75, 2e-6))   # fractions of steps
