@@ -44,7 +44,7 @@ luma_peak              the same tail for luma: the mean of the 5% largest mid-ba
                        outlines that ``chroma_peak`` leaves, v2j)
 detail_peak            weight of the hinge on detail added per 8×8 block of the masked output
                        (the band of the naturalness metrics, top 5% of blocks): the painted
-                       nose that the local detail peak gate measures (v2j-v2m)
+                       nose that the local detail peak gate measures (v2j-v2m; v2n, v2o)
 dial_gamma             the dial's curve: margin and mask floor follow (λ/λ_max)^γ instead of
                        λ/λ_max (γ = 1). The recognisers' distance grows concavely with the
                        margin, so a linear margin puts half of the change in the dial's first
@@ -71,13 +71,14 @@ from deid_core.errors import DeidError
 
 RECIPES = ("paper", "deid")
 
-# The switches of the best CPU-trained ``deid`` model so far (model card, v2j: v2b continued
-# with each of these added in turn). ``deid`` itself keeps the values its ablation table
-# measured; the GPU job (scripts/gpu/job.py) trains with these unless told otherwise.
+# The switches of the best CPU-trained ``deid`` model so far (model card, v2o: v2b continued
+# with each of these added in turn; the added-detail hinge keeps the nose from being painted
+# while the doubled repeller moves identity). ``deid`` itself keeps the values its ablation
+# table measured; the GPU job (scripts/gpu/job.py) trains with these unless told otherwise.
 TUNED_OPTIONS: dict[str, float] = {
-    "repeller_weight": 8.0, "margin_max": 1.0, "floor_full_at": 1.0, "colour": 20.0,
+    "repeller_weight": 16.0, "margin_max": 1.0, "floor_full_at": 1.0, "colour": 20.0,
     "chroma_mid": 100.0, "luma_mid": 200.0, "luma_mid_tol": 0.1, "dial_gamma": 1.5,
-    "chroma_peak": 20.0,
+    "chroma_peak": 20.0, "detail_peak": 20.0,
 }
 
 
