@@ -22,6 +22,7 @@ perceptual attractors (:func:`ell_normalised`), a bounded repeller
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -219,7 +220,7 @@ def loss_detail_peak(z: torch.Tensor, x: torch.Tensor, tol: float = 0.3, top: fl
         y = rgb_to_ycbcr(im.float())
         band = gaussian_blur(y, 1.0) - gaussian_blur(y, 2.0)
         return F.avg_pool2d(band.pow(2).sum(1, keepdim=True), block)
-    ratio = torch.log((energy(z) + eps) / (energy(x) + eps)) - torch.log1p(torch.tensor(tol))
+    ratio = torch.log((energy(z) + eps) / (energy(x) + eps)) - math.log1p(tol)
     d = ratio.clamp_min(0).flatten(1)
     k = max(1, int(round(top * d.shape[1])))
     return d.topk(k, dim=1).values.mean()
@@ -387,7 +388,8 @@ def compound_loss(terms: dict[str, torch.Tensor], cfg: LossConfig,
 
     The ``deid`` recipe scales α1, α2 by ``pixel_weight``, replaces α0 by ``gan_weight`` and
     adds ``colour``·(colour terms) + ``chroma_mid``·(mid-band chroma terms) + ``luma_mid``·(mid-band
-    luma hinges) + ``chroma_peak``, ``luma_peak``·(their top-5% tails) + ``detail_peak``·(added detail on a few blocks) + the mask floor. Missing terms (e.g. no perceptual
+    luma hinges) + ``chroma_peak``, ``luma_peak``·(their top-5% tails) + ``detail_peak``·(added
+    detail on a few blocks) + the mask floor. Missing terms (e.g. no perceptual
     network, no discriminator) count as 0.
     """
     recipe = recipe or RecipeConfig()

@@ -36,8 +36,9 @@ class Gates:
     the colour shift separates from real faces (0), blur (0.17) and pixelation (0.25).
     ``local_peak_max`` too (the upper end of ``hf_ratio``, per block of the face): the
     hull-wide detail ratios stay near 1 when a painted nose gains the detail the rest of the
-    face loses (model card, v2j-v2l). ``left_visible_max`` is the kit's own privacy check (``deid audit``): no output face it
-    would report as passed through (a natural model that moves identity too little fails it)."""
+    face loses (model card, v2j-v2l). ``left_visible_max`` is the kit's own privacy check
+    (``deid audit``): no output face it would report as passed through (a natural model that
+    moves identity too little fails it)."""
     hf_ratio: tuple[float, float] = (0.6, 1.6)
     yunet_min: float = 0.97
     nme_max: float = 0.05
