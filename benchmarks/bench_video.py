@@ -11,7 +11,9 @@ Configurations, as ratios against the baseline measured in the same process:
 - ``baseline``: detection every frame, the network called once per face (no batching);
 - ``batched``: detection every frame, all faces of a frame in one network call;
 - ``track3``: batched, detection every 3rd frame with tracking (landmarks re-fitted between);
-- ``track3+ds0.5``: as track3 with detection on the half-scale frame.
+- ``track3+ds0.5``: as track3 with detection on the half-scale frame;
+- ``batched+check``: as batched with the identity check on (``deid video``'s default: SFace on
+  input and output of every generated face, :class:`deid_core.pipeline.IdentityCheck`).
 
 Detectors under load (``--detectors``): YuNet (the default) against the dlib HOG baseline on
 the embedded clip at 640×480 (its first 35 frames: one face) and on the first 3 s of the
@@ -117,11 +119,14 @@ def throughput(args) -> list[dict]:
                 "batched": (net, 1, 1.0),
                 "track3": (net, 3, 1.0),
                 "track3+ds0.5": (net, 3, 0.5),
+                "batched+check": (net, 1, 1.0),
             }
             base = base_cpu = None
             for name, (fn, k, ds) in configs.items():
                 al = FaceAligner(AlignConfig(size=size, detect_scale=ds))
                 al.predictor, al.detector             # model files loaded outside the timing
+                if name.endswith("+check"):
+                    al.check = pipeline.IdentityCheck()
                 out = Path(td) / f"out_{s}_{name}.mp4"
                 best = None
                 for _ in range(args.repeats):    # best of N: the CPU is shared

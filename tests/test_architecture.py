@@ -26,8 +26,8 @@ ALLOWED = {
     "pipeline": BASE | {"face", "identity", "model", "recipe"},
     "train": BASE | {"face", "identity", "model", "recipe", "augment", "losses"},
     "video": BASE | {"face"},
-    "audit": BASE | {"face", "video"},
-    "evaluate": BASE | {"face", "identity", "model", "recipe", "pipeline", "video", "audit"},
+    "audit": BASE | {"face", "identity", "video"},
+    "evaluate": BASE | {"face", "identity", "model", "recipe", "pipeline", "video"},
 }
 NOTEBOOK_HELPERS = {"envcheck", "profiles", "report", "plots", "notebook_runner"}
 

@@ -35,6 +35,13 @@ def warn(command: str, warnings: list[str]) -> None:
         print(f"deid {command}: warning: {w}", file=sys.stderr)
 
 
+def add_check_arg(p: argparse.ArgumentParser) -> None:
+    """``--no-check``: the identity check of `deid image|video|live` off."""
+    p.add_argument("--no-check", action="store_true",
+                   help="do not check the result: by default every face the network left "
+                        "recognisable (SFace, the rule of `deid audit`) is pixelated instead")
+
+
 def add_model_args(p: argparse.ArgumentParser) -> None:
     """Arguments shared by `deid video` and `deid live` (model, target, tracking)."""
     p.add_argument("--checkpoint", default=None,
@@ -50,6 +57,7 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
                         "unmodified (default: kept obscured until re-detected or off-frame)")
     p.add_argument("--passthrough", action="store_true",
                    help="debug: identity network (runs the pipeline, de-identifies nothing)")
+    add_check_arg(p)
     add_detector_args(p)
     p.add_argument("--detect-scale", type=float, default=1.0,
                    help="run the detector on the frame scaled by this (fast path, <= 1)")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from deid_core.cli.common import add_detector_args, detector_config, warn
+from deid_core.cli.common import add_check_arg, add_detector_args, detector_config, warn
 
 
 def add_align(sub: argparse._SubParsersAction) -> None:
@@ -64,6 +64,7 @@ def add_image(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lam", type=float, default=None, help="λ for a λ-conditioned checkpoint")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: idle cores, 1-4)")
+    add_check_arg(p)
     add_detector_args(p)
     p.add_argument("--overwrite", action="store_true", help="replace an existing OUTPUT")
     p.set_defaults(func=run_image)
@@ -73,12 +74,16 @@ def run_image(args: argparse.Namespace) -> int:
     from deid_core.pipeline import configure_threads, deidentify_image
     configure_threads(args.threads)
     s = deidentify_image(args.input, args.output, args.checkpoint, args.target, args.lam,
-                         args.device, args.overwrite, detector=detector_config(args))
+                         args.device, args.overwrite, detector=detector_config(args),
+                         check=not args.no_check)
     print(json.dumps(s))
     if s["n_obscured"]:
         warn("image", [f"{s['n_obscured']} of {s['n_faces']} face(s) had unreliable "
                         f"landmarks (profile, tiny or occluded) and were pixelated instead "
                         f"of de-identified by the network"])
+    if s["n_recognisable"]:
+        warn("image", [f"{s['n_recognisable']} of {s['n_faces']} face(s) were still "
+                        f"recognisable after the network (SFace) and were pixelated"])
     if not s["n_faces"]:
         warn("image", [f"no face found in {args.input}: the output is a copy"])
     return 0

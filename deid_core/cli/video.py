@@ -17,7 +17,8 @@ def video_setup(args: argparse.Namespace, fail_closed: bool, detect_every: int):
     configure_threads(args.threads)
     aligner, net = build_pipeline(args.checkpoint, args.target, args.lam, args.device,
                                   args.passthrough, args.detector, args.upsample,
-                                  args.detect_scale, upscale_every=1 if detect_every == 1 else 4)
+                                  args.detect_scale, upscale_every=1 if detect_every == 1 else 4,
+                                  check=not args.no_check)
     cfg = VideoConfig(detect_every=args.detect_every or detect_every,
                       stabilize=not args.no_stabilize, fail_closed=fail_closed,
                       max_frames=args.max_frames)
@@ -83,7 +84,8 @@ def run_video(args: argparse.Namespace) -> int:
                              overwrite=args.overwrite, consent=consent,
                              contact_sheet=args.contact_sheet)
     keys = ("mode", "frames", "frames_with_faces", "frames_no_face", "fail_closed_frames",
-            "fallback_frames", "fallback_faces", "tracks", "fps", "audio", "warnings")
+            "fallback_frames", "fallback_faces", "recognisable_tracks", "tracks", "fps", "audio",
+            "warnings")
     print(json.dumps({k: s[k] for k in keys} | {"summary": str(summary_path(args.output))}))
     warn("video", s["warnings"])
     return 0
@@ -116,7 +118,7 @@ def run_live(args: argparse.Namespace) -> int:
     s = run_live(source, aligner, net, cfg, out=args.out, show=args.show,
                  realtime=args.realtime, overwrite=args.overwrite, duration=args.duration)
     keys = ("frames", "captured", "dropped", "fail_closed_frames", "fallback_frames",
-            "fallback_faces", "fps", "latency_ms_mean")
-    print(json.dumps({k: s[k] for k in keys}))
+            "fallback_faces", "recognisable_tracks", "fps", "latency_ms_mean")
+    print(json.dumps({k: s.get(k) for k in keys}))
     warn("live", s.get("warnings", []))
     return 0

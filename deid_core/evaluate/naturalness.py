@@ -32,8 +32,7 @@ the SOURCE face's 68 landmarks (image coordinates) — the region that step h of
   source and output, over the source's outer inter-ocular distance (:func:`metrics.nme`).
 - **identity distance and same-person rate** by independent recognizers (SFace and
   FaceNet-CASIA by default; chips of both images cut at the source landmarks, as in Table 3).
-- **left visible** by the rule of ``deid audit`` (:class:`~deid_core.audit.FaceChange`,
-  :meth:`~deid_core.audit.AuditConfig.left_visible`): SFace
+- **left visible** by the rule of ``deid audit`` (:mod:`deid_core.identity.change`): SFace
   cosine ≥ 0.7 with < 6 grey levels of change in the box centre, or < 1 grey level — a face
   the kit's own privacy check would report as passed through, on the source's YuNet box (the
   landmarks' box where YuNet missed it) and its 5 points from the 68.
@@ -55,7 +54,6 @@ import numpy as np
 import pandas as pd
 
 from deid_core import paths
-from deid_core.audit import AuditConfig, FaceChange
 from deid_core.errors import DeidError
 from deid_core.evaluate import metrics
 from deid_core.evaluate.baselines import (blur_transform, pixelate_transform,
@@ -63,6 +61,7 @@ from deid_core.evaluate.baselines import (blur_transform, pixelate_transform,
 from deid_core.evaluate.conditions import (DEFAULT_EVALUATORS, TARGET_PIXEL_DISTANCE,
                                            deid_transform, load_evaluators, load_faces)
 from deid_core.evaluate.table_writer import write_table
+from deid_core.identity.change import FaceChange, VisibleRule
 from deid_core.face import (Face, FaceAligner, YuNetDetector, box_iou, five_points,
                             yunet_model_path)
 
@@ -315,7 +314,7 @@ class NaturalnessMeter:
     def __init__(self, images: Sequence[np.ndarray], landmarks: Sequence[np.ndarray],
                  evaluators: Sequence = (), yunet: YuNetDetector | None = None,
                  aligner: FaceAligner | None = None, change: FaceChange | None = None,
-                 audit: AuditConfig | None = None) -> None:
+                 rule: VisibleRule | None = None) -> None:
         if len(images) != len(landmarks) or not len(images):
             raise DeidError(f"need one landmark set per image, got {len(images)} images and "
                             f"{len(landmarks)} landmark sets")
@@ -325,7 +324,7 @@ class NaturalnessMeter:
         self.yunet = yunet or load_yunet()
         self.aligner = aligner or FaceAligner(detector="hog")
         self.change = change or FaceChange()
-        self.audit = audit or AuditConfig()
+        self.rule = rule or VisibleRule()
         pairs = list(zip(self.images, self.landmarks))
         self.src_boxes = [source_box(yunet_boxes(self.yunet, im), lm) for im, lm in pairs]
         self.audit_boxes = [np.r_[lm.min(0), lm.max(0)] if b is None else np.asarray(b, np.float64)
@@ -361,7 +360,7 @@ class NaturalnessMeter:
                 same_person={k: bool(v[1][i]) for k, v in ident.items()},
                 colour_shift=colour_shift(src, out, lm),
                 local_peak=local_detail_peak(src, out, lm),
-                left_visible=self.audit.left_visible(change)))
+                left_visible=self.rule.left_visible(change)))
         return faces
 
 

@@ -58,6 +58,10 @@ class FaceAligner:
         config = config or AlignConfig()
         self.config = dataclasses.replace(config, **overrides) if overrides else config
         self.size = int(self.config.size)
+        #: the privacy check of :meth:`process` (None: off): ``check(input, output, face)`` is
+        #: true when a generated face is still the input's person; that face is then obscured
+        #: (:class:`deid_core.pipeline.IdentityCheck`, RGB frames)
+        self.check: Callable[[np.ndarray, np.ndarray, Face], bool] | None = None
         self._template: np.ndarray | None = None
         self._detector: Any = None
         self._predictor: Any = None
@@ -291,10 +295,12 @@ class FaceAligner:
         ``net`` is called once with all aligned crops (N×S×S×3 uint8) and returns
         ``(images uint8 N×S×S×3, masks float32 N×S×S in [0, 1])``. ``faces`` may be given
         (e.g. tracked/smoothed); otherwise they are detected. Faces marked unreliable (step
-        b') are obscured (:meth:`obscure_face`) instead of generated. With no face the frame
-        comes back unchanged (a copy) and ``info["n_faces"] == 0``. ``info`` holds ``faces``,
-        ``n_faces``, ``n_obscured``, ``transforms`` (the 2×3 ``M`` per generated face) and
-        stage ``times`` (s).
+        b') are obscured (:meth:`obscure_face`) instead of generated, and so is every generated
+        face that :attr:`check` finds still recognisable. With no face the frame comes back
+        unchanged (a copy) and ``info["n_faces"] == 0``. ``info`` holds ``faces``,
+        ``n_faces``, ``n_obscured`` (unreliable), ``recognisable`` (indices into ``faces`` of
+        generated faces the check obscured), ``transforms`` (the 2×3 ``M`` per generated face)
+        and stage ``times`` (s).
         """
         t0 = time.perf_counter()
         rgb = self._rgb(frame)
@@ -304,9 +310,9 @@ class FaceAligner:
         gen = [f for f in faces if f.reliable]
         weak = [f for f in faces if not f.reliable]
         info: dict[str, Any] = {"faces": faces, "n_faces": len(faces), "n_obscured": len(weak),
-                                "transforms": []}
+                                "recognisable": [], "transforms": []}
         out = rgb.copy()
-        times = {"detect": t1 - t0, "warp": 0.0, "net": 0.0, "paste": 0.0}
+        times = {"detect": t1 - t0, "warp": 0.0, "net": 0.0, "paste": 0.0, "check": 0.0}
         if gen:
             Ms = [self.transform(f.landmarks) for f in gen]
             crops = np.stack([self._warp_rgb(rgb, M) for M in Ms])
@@ -317,6 +323,13 @@ class FaceAligner:
                 self._paste_inplace(out, face, M, img, msk)
             info["transforms"] = Ms
             times.update(warp=t2 - t1, net=t3 - t2, paste=time.perf_counter() - t3)
+            if self.check is not None:
+                t5 = time.perf_counter()
+                for i, face in enumerate(faces):
+                    if face.reliable and self.check(rgb, out, face):
+                        self.obscure_face(out, face)
+                        info["recognisable"].append(i)
+                times["check"] = time.perf_counter() - t5
         t4 = time.perf_counter()
         for face in weak:
             self.obscure_face(out, face)

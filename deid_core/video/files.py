@@ -82,7 +82,8 @@ def summarize(frame_infos: list[dict], times: dict[str, float], wall: float,
     """The JSON summary: frames, faces per frame, no-face and fail-closed frames, stage times.
 
     ``fallback_frames`` / ``fallback_faces`` count the frames and face-frames handled by the
-    obscuring fallback instead of the network (lost, too small, or unreliable landmarks)."""
+    obscuring fallback instead of the network (lost, too small, unreliable landmarks, or left
+    recognisable by the network: ``recognisable_tracks``, the identity check)."""
     n = len(frame_infos)
     faces = [fi["n_faces"] for fi in frame_infos]
     no_face = [fi["index"] for fi in frame_infos if fi["n_faces"] == 0]
@@ -103,6 +104,7 @@ def summarize(frame_infos: list[dict], times: dict[str, float], wall: float,
         "detector_runs": sum(1 for fi in frame_infos if fi["detected"]),
         "tracks": len(tracks),
         "small_faces": int(sum(fi["small_faces"] for fi in frame_infos)),
+        "recognisable_tracks": sorted({t for fi in frame_infos for t in fi.get("recognisable", [])}),
         "time_s": {k: round(v, 4) for k, v in times.items()},
         "ms_per_frame": {k: round(1000 * v / max(n, 1), 2) for k, v in times.items()},
         "wall_s": round(wall, 3),
@@ -230,7 +232,8 @@ def deidentify_video(inp: str | os.PathLike, out: str | os.PathLike, aligner: An
             n_fbf = sum(1 for fi in frame_infos if fi.get("fallback_faces"))
             warns.append(f"{n_fb} face(s) in {n_fbf} frame(s) were obscured (pixelated) instead "
                          f"of de-identified by the network: lost by the detector, too small, "
-                         f"or with unreliable landmarks (see fallback_ranges)")
+                         f"with unreliable landmarks, or left recognisable by the network "
+                         f"(see fallback_ranges, recognisable_tracks)")
         copied = False
         if all(fi["n_faces"] == 0 and not fi["fail_closed"] for fi in frame_infos):
             # (a rotated input is re-encoded upright: a stream copy would drop its rotation)

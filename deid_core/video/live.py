@@ -191,7 +191,8 @@ def run_live(source: int | str, aligner: Any, net: CropFn | CropFnProvider,
         wall = time.perf_counter() - t_start
         n_fb = sum(fi.get("fallback_faces", 0) for fi in infos)
         warns = ([f"{n_fb} face(s) were obscured (pixelated) instead of de-identified by the "
-                  f"network: lost by the detector, too small, or with unreliable landmarks"]
+                  f"network: lost by the detector, too small, with unreliable landmarks, or "
+                  f"left recognisable by the network"]
                  if n_fb else [])
         summary = summarize(infos, dict(proc.times), wall, {
             "source": str(source), "source_fps": src.fps, "captured": src.captured,

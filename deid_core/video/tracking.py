@@ -14,7 +14,9 @@
   0.08 in a fast pan, whose thumbnails differ by 19-25) -- ends lost tracks, since the place a
   face was lost no longer exists).
   Faces whose landmarks are unreliable or that are too small to align are obscured by the
-  aligner (:meth:`deid_core.face.FaceAligner.process`). Every frame/face handled by the
+  aligner (:meth:`deid_core.face.FaceAligner.process`), and so is a generated face its
+  identity check (``aligner.check``) finds still recognisable; such a track stays obscured for
+  the rest of its life (``recognisable`` in the frame info). Every frame/face handled by the
   fallback is counted in the summary (``fallback_frames``, ``fallback_faces``).
 """
 from __future__ import annotations
@@ -161,10 +163,12 @@ class FrameProcessor:
         self._next_id = 0
         self._thumb: tuple | None = None           # previous frame's thumbnail, histogram (cuts)
         self._filters: dict[int, OneEuroFilter] = {}  # render: One-Euro filter per track id
+        self._recognisable: set[int] = set()         # render: tracks the aligner's check flagged
         self.detect = detect or aligner.detect       # frame → faces (rotated views: a wrapper)
         import scipy.optimize  # noqa: F401  (imported here, not inside the timed tracking)
         self.times: dict[str, float] = {k: 0.0 for k in
-                                        ("detect", "refit", "track", "warp", "net", "paste", "fail_closed")}
+                                        ("detect", "refit", "track", "warp", "net", "paste", "check",
+                                         "fail_closed")}
 
     def warm_up(self, shape: tuple[int, ...]) -> None:
         """Load the detector, landmark and network weights and run each once on a blank frame,
@@ -351,6 +355,9 @@ class FrameProcessor:
                 n_small += 1
                 v.smoothed = dataclasses.replace(v.smoothed, reliable=False,
                                                  reason="face too small to align")
+            elif v.track in self._recognisable:             # the check flagged it: stays obscured
+                v.smoothed = dataclasses.replace(v.smoothed, reliable=False,
+                                                 reason="left recognisable by the network")
         # (e)–(h): one FaceAligner.process call per distinct target (one for a fixed net);
         # faces with unreliable landmarks are obscured there instead of generated
         out = frame
@@ -358,15 +365,19 @@ class FrameProcessor:
         for v in faces:
             if v.action != "keep":
                 groups.setdefault(id(v.target), []).append(v)
+        flagged = []
         for vs in groups.values():
             out, pinfo = self.aligner.process(out, self.provider.crop_fn_for(vs[0].target),
                                               faces=[v.smoothed for v in vs])
-            for k in ("warp", "net", "paste"):
+            for k in ("warp", "net", "paste", "check"):
                 T[k] += pinfo.get("times", {}).get(k, 0.0)
             T["fail_closed"] += pinfo.get("times", {}).get("obscure", 0.0)
+            flagged += [vs[i].track for i in pinfo.get("recognisable", [])]
+        self._recognisable.update(flagged)
         if out is frame:
             out = frame.copy()
         obscured = [v.track for v in faces if v.action != "keep" and not v.smoothed.reliable]
+        obscured += flagged
         # fail-closed: lost faces stay obscured at their predicted, grown box
         closed = []
         t0 = time.perf_counter()
@@ -381,6 +392,7 @@ class FrameProcessor:
                 "small_faces": n_small, "fail_closed": closed, "obscured": obscured,
                 "replayed": [v.track for v in faces if v.state == "replayed"],
                 "kept": [v.track for v in obs.views if v.action == "keep"],
+                "recognisable": sorted(t for t in obscured if t in self._recognisable),
                 "fallback_faces": len(closed) + len(obscured),
                 "faces": [v.smoothed for v in faces]}
         return out, info
