@@ -114,6 +114,24 @@ def test_flagged_track_stays_obscured(clip_frames):
     assert s["recognisable_tracks"] == track and s["fallback_faces"] >= 4
 
 
+def test_check_every_skips_frames(clip_frames):
+    """check_every=3: a recognisable face is caught on frame 0 and 3, not on 1 and 2."""
+    al = A.FaceAligner()
+    al.check = IdentityCheck()
+    first = next(i for i, f in enumerate(clip_frames) if al.detect(f))
+    calls = []
+
+    def net(crops):          # good on the checked frame 0, recognisable on frames 1-3
+        calls.append(len(crops))
+        return paint_net(crops) if len(calls) == 1 else near_copy_net(crops)
+
+    proc = V.FrameProcessor(al, net, V.VideoConfig(check_every=3))
+    got = [proc(f, i / 25)[1]["recognisable"] for i, f in enumerate(clip_frames[first:first + 5])]
+    assert got[0] == got[1] == got[2] == [] and len(got[3]) == 1 and got[4] == got[3]
+    with pytest.raises(Exception, match="check_every"):
+        V.VideoConfig(check_every=0)
+
+
 def test_pipeline_wiring_and_cli_switch(tmp_path, portrait_paths):
     ck = paths.resolve_checkpoint(None)
     aligner, _ = build_pipeline(ck)
@@ -124,6 +142,7 @@ def test_pipeline_wiring_and_cli_switch(tmp_path, portrait_paths):
     for argv in (["image", "a.jpg", "b.jpg"], ["video", "a.mp4", "b.mp4"], ["live"]):
         assert parser.parse_args(argv).no_check is False
         assert parser.parse_args(argv + ["--no-check"]).no_check is True
+    assert parser.parse_args(["live", "--check-every", "2"]).check_every == 2
     # the committed model changes every held-out face beyond the rule: nothing pixelated
     s = deidentify_image(portrait_paths[0], tmp_path / "o.png", None)
     assert s["n_faces"] == 1 and s["n_recognisable"] == 0

@@ -58,6 +58,9 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--passthrough", action="store_true",
                    help="debug: identity network (runs the pipeline, de-identifies nothing)")
     add_check_arg(p)
+    p.add_argument("--check-every", type=int, default=None,
+                   help="run the identity check on every n-th frame (default: video 1, live 3; "
+                        "a track it flags stays pixelated)")
     add_detector_args(p)
     p.add_argument("--detect-scale", type=float, default=1.0,
                    help="run the detector on the frame scaled by this (fast path, <= 1)")

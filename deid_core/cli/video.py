@@ -21,7 +21,8 @@ def video_setup(args: argparse.Namespace, fail_closed: bool, detect_every: int):
                                   check=not args.no_check)
     cfg = VideoConfig(detect_every=args.detect_every or detect_every,
                       stabilize=not args.no_stabilize, fail_closed=fail_closed,
-                      max_frames=args.max_frames)
+                      max_frames=args.max_frames,
+                      check_every=args.check_every or detect_every)
     return aligner, net, cfg
 
 

@@ -288,15 +288,16 @@ class FaceAligner:
         box = np.r_[np.minimum(box[:2], lm.min(0)), np.maximum(box[2:], lm.max(0))]
         obscure(out, box, self.config.obscure_blocks)
 
-    def process(self, frame: np.ndarray, net: CropFn, faces: list[Face] | None = None
-                ) -> tuple[np.ndarray, dict]:
+    def process(self, frame: np.ndarray, net: CropFn, faces: list[Face] | None = None,
+                check: bool = True) -> tuple[np.ndarray, dict]:
         """The whole test-time pipeline (§3 a–h) on one frame.
 
         ``net`` is called once with all aligned crops (N×S×S×3 uint8) and returns
         ``(images uint8 N×S×S×3, masks float32 N×S×S in [0, 1])``. ``faces`` may be given
         (e.g. tracked/smoothed); otherwise they are detected. Faces marked unreliable (step
         b') are obscured (:meth:`obscure_face`) instead of generated, and so is every generated
-        face that :attr:`check` finds still recognisable. With no face the frame comes back
+        face that :attr:`check` finds still recognisable (``check=False``: not checked in this
+        frame). With no face the frame comes back
         unchanged (a copy) and ``info["n_faces"] == 0``. ``info`` holds ``faces``,
         ``n_faces``, ``n_obscured`` (unreliable), ``recognisable`` (indices into ``faces`` of
         generated faces the check obscured), ``transforms`` (the 2×3 ``M`` per generated face)
@@ -323,7 +324,7 @@ class FaceAligner:
                 self._paste_inplace(out, face, M, img, msk)
             info["transforms"] = Ms
             times.update(warp=t2 - t1, net=t3 - t2, paste=time.perf_counter() - t3)
-            if self.check is not None:
+            if check and self.check is not None:
                 t5 = time.perf_counter()
                 for i, face in enumerate(faces):
                     if face.reliable and self.check(rgb, out, face):

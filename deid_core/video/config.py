@@ -47,6 +47,7 @@ class VideoConfig:
     rotated_views: bool = True     # files: also detect faces turned by ±90° (face.RotationPolicy)
     rotate_every: int = 10         # ... on every n-th frame while no turned face is followed
     progress: bool = True          # tqdm progress bar with fps
+    check_every: int = 1           # identity check (aligner.check) on every n-th frame (live: 3)
 
     def __post_init__(self) -> None:
         if not (isinstance(self.detect_every, (int, np.integer)) and self.detect_every >= 1):
@@ -57,6 +58,8 @@ class VideoConfig:
             raise DeidError("track_ttl must be >= 0, queue_size >= 1, pixel_block >= 2")
         if self.rotate_every < 1:
             raise DeidError(f"rotate_every must be >= 1, got {self.rotate_every!r}")
+        if not (isinstance(self.check_every, (int, np.integer)) and self.check_every >= 1):
+            raise DeidError(f"check_every must be an integer >= 1, got {self.check_every!r}")
         if not 0 < self.replay_seconds <= 60:
             raise DeidError(f"replay_seconds must be in (0, 60], got {self.replay_seconds!r}")
         if self.max_frames is not None and self.max_frames < 1:

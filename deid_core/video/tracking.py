@@ -15,8 +15,8 @@
   face was lost no longer exists).
   Faces whose landmarks are unreliable or that are too small to align are obscured by the
   aligner (:meth:`deid_core.face.FaceAligner.process`), and so is a generated face its
-  identity check (``aligner.check``) finds still recognisable; such a track stays obscured for
-  the rest of its life (``recognisable`` in the frame info). Every frame/face handled by the
+  identity check (``aligner.check``, every ``check_every``-th frame) finds still recognisable;
+  such a track stays obscured for the rest of its life (``recognisable`` in the frame info). Every frame/face handled by the
   fallback is counted in the summary (``fallback_frames``, ``fallback_faces``).
 """
 from __future__ import annotations
@@ -368,7 +368,8 @@ class FrameProcessor:
         flagged = []
         for vs in groups.values():
             out, pinfo = self.aligner.process(out, self.provider.crop_fn_for(vs[0].target),
-                                              faces=[v.smoothed for v in vs])
+                                              faces=[v.smoothed for v in vs],
+                                              check=obs.index % cfg.check_every == 0)
             for k in ("warp", "net", "paste", "check"):
                 T[k] += pinfo.get("times", {}).get(k, 0.0)
             T["fail_closed"] += pinfo.get("times", {}).get("obscure", 0.0)
