@@ -297,11 +297,10 @@ class FaceAligner:
         (e.g. tracked/smoothed); otherwise they are detected. Faces marked unreliable (step
         b') are obscured (:meth:`obscure_face`) instead of generated, and so is every generated
         face that :attr:`check` finds still recognisable (``check=False``: not checked in this
-        frame). With no face the frame comes back
-        unchanged (a copy) and ``info["n_faces"] == 0``. ``info`` holds ``faces``,
-        ``n_faces``, ``n_obscured`` (unreliable), ``recognisable`` (indices into ``faces`` of
-        generated faces the check obscured), ``transforms`` (the 2×3 ``M`` per generated face)
-        and stage ``times`` (s).
+        frame). With no face the frame comes back unchanged (a copy) and
+        ``info["n_faces"] == 0``. ``info`` holds ``faces``, ``n_faces``, ``n_obscured``
+        (unreliable), ``recognisable`` (indices into ``faces`` of generated faces the check
+        obscured), ``transforms`` (the 2×3 ``M`` per generated face) and stage ``times`` (s).
         """
         t0 = time.perf_counter()
         rgb = self._rgb(frame)

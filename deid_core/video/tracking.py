@@ -16,8 +16,9 @@
   Faces whose landmarks are unreliable or that are too small to align are obscured by the
   aligner (:meth:`deid_core.face.FaceAligner.process`), and so is a generated face its
   identity check (``aligner.check``, every ``check_every``-th frame) finds still recognisable;
-  such a track stays obscured for the rest of its life (``recognisable`` in the frame info). Every frame/face handled by the
-  fallback is counted in the summary (``fallback_frames``, ``fallback_faces``).
+  such a track stays obscured for the rest of its life (``recognisable`` in the frame info).
+  Every frame/face handled by the fallback is counted in the summary (``fallback_frames``,
+  ``fallback_faces``).
 """
 from __future__ import annotations
 
