@@ -71,14 +71,15 @@ from deid_core.errors import DeidError
 
 RECIPES = ("paper", "deid")
 
-# The switches of the best CPU-trained ``deid`` model so far (model card, v2o: v2b continued
-# with each of these added in turn; the added-detail hinge keeps the nose from being painted
-# while the doubled repeller moves identity). ``deid`` itself keeps the values its ablation
-# table measured; the GPU job (scripts/gpu/job.py) trains with these unless told otherwise.
+# The switches of the best CPU-trained ``deid`` model so far (model card, v2t: v2b continued
+# with each of these added in turn; the added-detail hinge keeps the nose from being painted,
+# the 32× repeller with a looser mid-band luma hinge moves identity, the colour terms hold the
+# skin tone). ``deid`` itself keeps the values its ablation table measured; the GPU job
+# (scripts/gpu/job.py) trains with these unless told otherwise.
 TUNED_OPTIONS: dict[str, float] = {
-    "repeller_weight": 16.0, "margin_max": 1.0, "floor_full_at": 1.0, "colour": 20.0,
-    "chroma_mid": 100.0, "luma_mid": 200.0, "luma_mid_tol": 0.1, "dial_gamma": 1.5,
-    "chroma_peak": 20.0, "detail_peak": 20.0,
+    "repeller_weight": 32.0, "margin_max": 1.0, "floor_full_at": 1.0, "colour": 35.0,
+    "chroma_mid": 100.0, "luma_mid": 50.0, "luma_mid_tol": 0.15, "dial_gamma": 1.5,
+    "chroma_peak": 50.0, "detail_peak": 20.0,
 }
 
 
