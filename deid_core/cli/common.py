@@ -39,7 +39,7 @@ def add_check_arg(p: argparse.ArgumentParser) -> None:
     """``--no-check``: the identity check of `deid image|video|live` off."""
     p.add_argument("--no-check", action="store_true",
                    help="do not check the result: by default every face the network left "
-                        "recognisable (SFace, the rule of `deid audit`) is pixelated instead")
+                        "recognisable (SFace cosine to the input >= 0.7) is pixelated instead")
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
