@@ -26,13 +26,14 @@ from deid_core import paths  # noqa: E402
 from deid_core.audit import audit  # noqa: E402
 from deid_core.evaluate.table_writer import write_table  # noqa: E402
 from deid_core.face import IMAGE_SUFFIXES, read_image  # noqa: E402
-from deid_core.pipeline import Deidentifier, IdentityCheck, build_pipeline  # noqa: E402
+from deid_core.pipeline import Deidentifier, build_pipeline  # noqa: E402
 from deid_core.video import VideoConfig, deidentify_video  # noqa: E402
 
 
 def image_rate(deid: Deidentifier, folder: Path, lam: float | None) -> dict:
-    """Faces of ``folder``'s images the check flags, and their SFace cosines."""
-    deid.aligner.check = check = IdentityCheck()
+    """Faces of ``folder``'s images the check flags (``deid.aligner.check``, as
+    :func:`build_pipeline` installs it), and their SFace cosines."""
+    check = deid.aligner.check
     flagged, generated, cosines = 0, 0, []
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     for p in files:
@@ -47,10 +48,9 @@ def image_rate(deid: Deidentifier, folder: Path, lam: float | None) -> dict:
             "sface_median": round(float(np.median(cosines)), 3) if cosines else None}
 
 
-def clip_rate(ckpt: Path, lam: float | None) -> dict:
+def clip_rate(aligner, net) -> dict:
     """The sample clip through ``deid video``'s pipeline (check on), then ``deid audit``."""
     clip = paths.sample_dir() / "clip" / "nasa_clip.mp4"
-    aligner, net = build_pipeline(ckpt, lam=lam)
     with tempfile.TemporaryDirectory() as td:
         out = Path(td) / "out.mp4"
         s = deidentify_video(clip, out, aligner, net, VideoConfig(progress=False), overwrite=True)
@@ -70,7 +70,8 @@ def main() -> None:
     a = ap.parse_args()
     rows = []
     for ck in a.checkpoint or [str(paths.resolve_checkpoint(None))]:
-        deid = Deidentifier.from_checkpoint(ck)
+        aligner, net = build_pipeline(ck, lam=a.lam)       # the model, loaded once
+        deid = net.deid
         row = {"checkpoint": Path(ck).parent.name + "/" + Path(ck).name, "lam": a.lam,
                "paper": ""}          # the paper has no such check
         held = image_rate(deid, paths.sample_dir() / "portraits", a.lam)
@@ -78,7 +79,7 @@ def main() -> None:
         if a.wild:
             row.update({f"wild {k}": v for k, v in image_rate(deid, Path(a.wild), a.lam).items()})
         if not a.no_clip:
-            row.update({f"clip {k}": v for k, v in clip_rate(Path(ck), a.lam).items()})
+            row.update({f"clip {k}": v for k, v in clip_rate(aligner, net).items()})
         print(row, flush=True)
         rows.append(row)
     write_table(a.name, pd.DataFrame(rows), "Identity check: faces it pixelates", [

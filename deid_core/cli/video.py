@@ -120,6 +120,6 @@ def run_live(args: argparse.Namespace) -> int:
                  realtime=args.realtime, overwrite=args.overwrite, duration=args.duration)
     keys = ("frames", "captured", "dropped", "fail_closed_frames", "fallback_frames",
             "fallback_faces", "recognisable_tracks", "fps", "latency_ms_mean")
-    print(json.dumps({k: s.get(k) for k in keys}))
+    print(json.dumps({k: s[k] for k in keys}))
     warn("live", s.get("warnings", []))
     return 0
