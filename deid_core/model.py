@@ -25,7 +25,8 @@ field existed load with ``id_norm=False`` and behave as trained.
 Beyond the paper: an optional λ-conditioning — normalised λ (:func:`lam_feature`, log or
 linear scale) concatenated to the latent and/or FiLM (scale, shift) on the decoder blocks —
 so one network serves every λ at inference time. Optionally the source crop's fine detail
-is added to the raw output (:func:`add_source_detail`, ``detail_sigma``). A patch discriminator with logits,
+is added to the raw output (:func:`add_source_detail`, ``detail_sigma``), and its chroma
+replaces the raw output's (:func:`take_source_chroma`, ``source_chroma``). A patch discriminator with logits,
 spectral norm and several scales (``disc_kind="patch"``) serves the ``deid`` training
 recipe (see :mod:`deid_core.recipe`); ``"paper"`` is the §3.1 discriminator.
 
@@ -125,6 +126,9 @@ class ModelConfig:
     lam_embed_dim: int = 16
     lam_scale: str = "log"                            # log (paper λ) | linear (deid dial)
     detail_sigma: float = 0.0                         # > 0: source's fine detail added to z_raw
+    source_chroma: bool = False                       # z_raw keeps its luma, takes x's chroma
+    flow_px: float = 0.0                              # > 0: z_raw = source warped by a smooth flow
+    flow_grid: int = 8                                # the flow's control grid (flow_grid²)
 
     @staticmethod
     def preset(name: str, **overrides) -> "ModelConfig":
@@ -180,6 +184,9 @@ class ModelConfig:
             raise DeidError("U-net connection may not exceed the bottleneck size (§3.1)")
         if self.disc_kind not in ("paper", "patch"):
             raise DeidError(f"ModelConfig.disc_kind must be 'paper' or 'patch', got {self.disc_kind!r}")
+        if self.flow_px < 0 or not 2 <= self.flow_grid <= self.size:
+            raise DeidError(f"ModelConfig.flow_px must be ≥ 0 and flow_grid in [2, size], got "
+                            f"{self.flow_px}, {self.flow_grid}")
         if self.lam_scale not in ("log", "linear"):
             raise DeidError(f"ModelConfig.lam_scale must be 'log' or 'linear', got {self.lam_scale!r}")
 
@@ -229,6 +236,60 @@ def add_source_detail(z_raw: torch.Tensor, x: torch.Tensor, sigma: float) -> tor
     if sigma <= 0:
         return z_raw
     return (z_raw + (x - gaussian_blur(x, sigma)).to(z_raw.dtype)).clamp(-1, 1)
+
+
+#: BT.601 RGB → (Y, Cb, Cr) on [−1, 1] values; Cb and Cr are 0 on grey
+_YCC = torch.tensor([[0.299, 0.587, 0.114],
+                     [-0.168736, -0.331264, 0.5],
+                     [0.5, -0.418688, -0.081312]])
+
+
+#: σ (crop pixels) of the blur on the source chroma that :func:`take_source_chroma` keeps: where
+#: the generated face moved an edge (a nostril, a lid) it gets the mean colour around it, not
+#: the colour of a shadow that is no longer there
+SOURCE_CHROMA_SIGMA = 1.5
+
+
+def take_source_chroma(z_raw: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """The luma (BT.601 Y) of z_raw with the chroma (Cb, Cr) of the source crop x, blurred by
+    :data:`SOURCE_CHROMA_SIGMA`: the generated face keeps the person's skin tone, lip, eye
+    and hair colours, and identity can only move through luma, i.e. shape and shading (``source_chroma``,
+    beyond the paper: a colour-free dial cannot tint a nose pink or an iris cyan)."""
+    m = _YCC.to(device=z_raw.device, dtype=torch.float32)
+    ycc_z = torch.einsum("ij,njhw->nihw", m, z_raw.float())
+    chroma_x = torch.einsum("ij,njhw->nihw", m[1:], x.float())
+    ycc = torch.cat([ycc_z[:, :1], gaussian_blur(chroma_x, SOURCE_CHROMA_SIGMA)], dim=1)
+    rgb = torch.einsum("ij,njhw->nihw", torch.linalg.inv(m), ycc)
+    return rgb.clamp(-1, 1).to(z_raw.dtype)
+
+
+def source_transfer(z_raw: torch.Tensor, x: torch.Tensor, cfg: "ModelConfig") -> torch.Tensor:
+    """What the model configuration takes from the source crop into the raw output:
+    fine detail (:func:`add_source_detail`) and then chroma (:func:`take_source_chroma`)."""
+    z = add_source_detail(z_raw, x, cfg.detail_sigma)
+    return take_source_chroma(z, x) if cfg.source_chroma else z
+
+
+def warp(source: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
+    """``source`` (N×C×S×S) resampled at pixel + ``flow`` (N×2×S×S, x then y, in pixels;
+    bilinear, border padding): out(p) = source(p + flow(p))."""
+    n, _, h, w = source.shape
+    theta = torch.eye(2, 3, device=source.device, dtype=torch.float32).expand(n, 2, 3)
+    base = nn.functional.affine_grid(theta, (n, 1, h, w), align_corners=False)
+    scale = torch.tensor([2.0 / w, 2.0 / h], device=source.device)
+    grid = base + flow.float().permute(0, 2, 3, 1) * scale
+    return nn.functional.grid_sample(source.float(), grid, mode="bilinear", padding_mode="border",
+                                     align_corners=False).to(source.dtype)
+
+
+def smooth_flow(raw: torch.Tensor, max_px: float, grid: int) -> torch.Tensor:
+    """A flow of at most ``max_px`` pixels that varies only on a ``grid``×``grid`` lattice:
+    tanh-bounded, averaged over each cell, bicubically upsampled (a shape change, never a
+    per-pixel pattern)."""
+    size = raw.shape[-1]
+    flow = max_px * torch.tanh(raw.float())
+    coarse = nn.functional.adaptive_avg_pool2d(flow, grid)
+    return nn.functional.interpolate(coarse, size=(size, size), mode="bicubic", align_corners=False)
 
 
 def rms_normalise(v: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
@@ -362,9 +423,14 @@ class Generator(nn.Module):
         if self.unet_after is None:
             raise DeidError(f"U-net resolution {cfg.unet_res} is not a decoder stage")
         self.out_channels = c
-        self.to_image = _conv(c, 3, k)
+        if cfg.flow_px > 0:      # warp head: the raw output is the source, reshaped
+            self.to_flow = _conv(c, 2, k)
+        else:
+            self.to_image = _conv(c, 3, k)
         self.to_mask = _conv(c, 1, k)
         init_weights(self)
+        if cfg.flow_px > 0:
+            nn.init.zeros_(self.to_flow.weight)      # starts as the identity warp
 
     def lam_embedding(self, lam: torch.Tensor | float | None, n: int, device) -> torch.Tensor | None:
         if not self.cfg.lam_cond:
@@ -379,7 +445,9 @@ class Generator(nn.Module):
         return self.lam_mlp(lam_feature(lam_t, self.cfg)[:, None])
 
     def forward(self, x: torch.Tensor, id_emb: torch.Tensor,
-                lam: torch.Tensor | float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                lam: torch.Tensor | float | None = None, source: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``source``: the undistorted crop a warp head reshapes (default ``x``)."""
         n = x.shape[0]
         if x.shape[1:] != (3, self.cfg.size, self.cfg.size):
             raise DeidError(f"generator input must be N×3×{self.cfg.size}×{self.cfg.size}, "
@@ -408,7 +476,11 @@ class Generator(nn.Module):
             if j == self.unet_after:
                 h = torch.cat([h, skip.to(h.dtype)], dim=1)
             h = block(h, film)
-        return torch.tanh(self.to_image(h)), torch.sigmoid(self.to_mask(h))
+        mask = torch.sigmoid(self.to_mask(h))
+        if self.cfg.flow_px > 0:
+            flow = smooth_flow(self.to_flow(h), self.cfg.flow_px, self.cfg.flow_grid)
+            return warp(x if source is None else source, flow).to(mask.dtype), mask
+        return torch.tanh(self.to_image(h)), mask
 
 
 class Discriminator(nn.Module):

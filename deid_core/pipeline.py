@@ -35,7 +35,7 @@ from deid_core.face import (DEFAULT_DETECTOR, AlignConfig, Face, FaceAligner, Cr
                             to_rgb_uint8, write_image)
 from deid_core.identity import IdentityNetwork, load_identity_network
 from deid_core.identity.change import FaceChange, VisibleRule
-from deid_core.model import (Generator, ModelConfig, add_source_detail, load_checkpoint,
+from deid_core.model import (Generator, ModelConfig, source_transfer, load_checkpoint,
                              resolve_device, to_tensor, to_uint8)
 from deid_core.recipe import RecipeConfig, dial
 
@@ -208,7 +208,7 @@ class Deidentifier:
         is added to the image when the model was configured with ``detail_sigma``."""
         x = x.to(self.device)
         z, m = self.G(x, emb.to(self.device), lam if self.cfg.lam_cond else None)
-        return add_source_detail(z, x, self.cfg.detail_sigma), m
+        return source_transfer(z, x, self.cfg), m
 
     def crop_fn(self, target_embedding: np.ndarray | None, lam: float | None = None
                ) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:

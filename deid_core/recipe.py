@@ -60,6 +60,13 @@ lam_sampling           per-example λ uniform on [0, λ_max] (linear dial; the p
 detail_sigma           the source crop's detail finer than σ px is added to the raw output
                        (the decoder draws the face at the scale identity lives at; a short
                        run's raw output is blurry and blur is not a natural face)
+source_chroma          the raw output keeps its luma and takes the source crop's chroma
+                       (BT.601 Cb, Cr): identity can move only through shape and shading,
+                       never through a tinted nose, lip or iris (v2p-v2u)
+flow_px                a warp head replaces the image head: the raw output is the source
+                       crop warped by a smooth flow (``flow_grid``² control grid, at most
+                       flow_px px), so every pixel is the person's own skin, eye or lip and identity
+                       moves only through the face's geometry
 =====================  ===================================================================
 """
 from __future__ import annotations
@@ -116,6 +123,9 @@ class RecipeConfig:
     lam_sampling: str = "loguniform"    # loguniform (paper units) | uniform (linear dial)
     lam_max: float = 2e-5               # top of the dial (both recipes' λ units)
     detail_sigma: float = 0.0           # source detail finer than σ px added to z_raw (model)
+    source_chroma: bool = False         # z_raw takes the source's chroma (model)
+    flow_px: float = 0.0                # > 0: z_raw is the source warped ≤ flow_px px (model)
+    flow_grid: int = 8                  # the warp's control grid (model)
 
     @staticmethod
     def preset(name: str, **options) -> "RecipeConfig":
@@ -168,6 +178,9 @@ class RecipeConfig:
         out["lam_scale"] = "linear" if self.lam_sampling == "uniform" else "log"
         out["lam_max"] = self.lam_max
         out["detail_sigma"] = self.detail_sigma
+        out["source_chroma"] = self.source_chroma
+        out["flow_px"] = self.flow_px
+        out["flow_grid"] = self.flow_grid
         return out
 
     def ramp_factor(self, step: int, steps: int) -> float:

@@ -160,6 +160,11 @@ def test_cli_train_and_resume_on_a_prepared_cache(portrait_paths, tmp_path, caps
     assert "fixed λ" in capsys.readouterr().err
     assert main(["export", str(run / "checkpoint.pt"), str(tmp_path / "w2.pt")]) == 0
     assert json.loads(capsys.readouterr().out)["bytes"] == (tmp_path / "w2.pt").stat().st_size
+    # --source-chroma switches the source-colour transfer on in the copy, the source untouched
+    assert main(["export", str(run / "checkpoint.pt"), str(tmp_path / "w3.pt"),
+                 "--source-chroma", "on"]) == 0
+    assert load_checkpoint(tmp_path / "w3.pt")["config"]["model"]["source_chroma"] is True
+    assert not load_checkpoint(run / "checkpoint.pt")["config"]["model"]["source_chroma"]
     assert main(["train", "--data", str(tmp_path / "cache"), "--out", str(run), "--lam", "x:y"]) == 1
 
 

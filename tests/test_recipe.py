@@ -484,3 +484,75 @@ def test_detail_peak_costs_added_detail_on_a_few_blocks_not_blur():
     t = L.generator_terms(x, dots, m, recipe=r)
     assert t["detail_peak_masked"].item() > 0
     assert "detail_peak_masked" not in L.generator_terms(x, dots, m, recipe=RecipeConfig.preset("deid"))
+
+
+def test_source_chroma_keeps_generated_luma_and_source_colour():
+    from deid_core.model import source_transfer, take_source_chroma
+    torch.manual_seed(0)
+    # a flat skin-coloured source and a grey, textured generated face inside the gamut
+    x = torch.empty(1, 3, 32, 32)
+    x[:, 0], x[:, 1], x[:, 2] = 0.5, 0.1, -0.1
+    z = (torch.rand(1, 3, 32, 32) * 0.2 - 0.1).expand(1, 3, 32, 32).clone()
+    z[:, 1:] = z[:, :1]                                        # grey: Cb = Cr = 0
+    out = take_source_chroma(z, x)
+    luma = lambda t: 0.299 * t[:, 0] + 0.587 * t[:, 1] + 0.114 * t[:, 2]
+    assert torch.allclose(luma(out), luma(z), atol=1e-5)       # the network's shape and shading
+    # the source's colour: every pixel differs from its luma as the source's does
+    assert torch.allclose(out - luma(out)[:, None], x - luma(x)[:, None], atol=1e-5)
+    assert torch.allclose(take_source_chroma(x, x), x, atol=1e-5)
+    cfg = ModelConfig.preset("compact-128")
+    assert not cfg.source_chroma and torch.equal(source_transfer(z, x, cfg), z)   # off
+    cfg.source_chroma = True
+    assert torch.allclose(source_transfer(z, x, cfg), out)
+    assert TrainConfig(preset="compact-128", recipe="deid",
+                       options={"source_chroma": "on"}).model_config().source_chroma
+
+
+def test_warp_moves_pixels_by_the_flow():
+    from deid_core.model import warp
+    ramp = torch.arange(32.0).view(1, 1, 1, 32).expand(2, 1, 32, 32)
+    flow = torch.zeros(2, 2, 32, 32)
+    assert torch.allclose(warp(ramp, flow), ramp, atol=1e-4)          # no flow, no change
+    flow[0, 0] = 3.0                                                   # x + 3 px
+    flow[1, 1] = 2.0                                                   # y + 2 px: a ramp in x stays
+    out = warp(ramp, flow)
+    assert torch.allclose(out[0, 0, :, 4:28], ramp[0, 0, :, 7:31], atol=1e-4)
+    assert torch.allclose(out[1], ramp[1], atol=1e-4)
+
+
+def test_smooth_flow_is_bounded_and_cannot_draw_a_pixel_pattern():
+    from deid_core.model import smooth_flow
+    raw = torch.full((1, 2, 64, 64), 50.0)
+    assert smooth_flow(raw, 4.0, 8).max().item() == pytest.approx(4.0, abs=1e-3)
+    checker = (torch.arange(64).view(1, -1) + torch.arange(64).view(-1, 1)) % 2 * 2.0 - 1
+    flow = smooth_flow(100 * checker.expand(1, 2, 64, 64), 4.0, 8)
+    assert flow.abs().max().item() < 1e-4                  # a per-pixel pattern averages out
+    blob = torch.zeros(1, 2, 64, 64)
+    blob[:, :, 16:32, 16:32] = 10.0                        # a cell-sized push survives
+    assert smooth_flow(blob, 4.0, 8)[0, 0, 24, 24].item() > 3.9
+
+
+def test_warp_head_starts_as_the_identity_and_reshapes_the_source():
+    torch.manual_seed(0)
+    cfg = ModelConfig.preset("compact-128-lamcond", flow_px=6.0)
+    G = Generator(cfg)
+    assert hasattr(G, "to_flow") and not hasattr(G, "to_image")
+    x = torch.rand(2, 3, 128, 128) * 2 - 1
+    src = torch.rand(2, 3, 128, 128) * 2 - 1
+    e = torch.randn(2, cfg.id_dim)
+    z, m = G(x, e, 1e-5)
+    assert torch.allclose(z, x, atol=1e-4) and m.shape == (2, 1, 128, 128)
+    z, _ = G(x, e, 1e-5, source=src)                      # training: the undistorted crop
+    assert torch.allclose(z, src, atol=1e-4)
+    z.square().sum().backward()
+    assert G.to_flow.weight.grad.abs().sum().item() > 0   # the warp can learn
+    with torch.no_grad():
+        G.to_flow.weight.normal_(0, 0.05)
+        moved, _ = G(x, e, 1e-5)
+    assert (moved - x).abs().mean().item() > 1e-3
+    # values stay the source's: a warp cannot paint a colour the crop does not have
+    assert moved.min() >= x.min() - 1e-5 and moved.max() <= x.max() + 1e-5
+    assert TrainConfig(preset="compact-128", recipe="deid",
+                       options={"flow_px": "6"}).model_config().flow_px == 6.0
+    with pytest.raises(DeidError, match="flow_px"):
+        ModelConfig.preset("compact-128", flow_px=-1.0)

@@ -125,6 +125,9 @@ def add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--detail-sigma", type=float, default=None,
                    help="add the source crop's detail finer than this many pixels to the raw "
                         "output at inference (0 = off; default: as trained)")
+    p.add_argument("--source-chroma", choices=("on", "off"), default=None,
+                   help="the output keeps the source face's chroma, the network sets luma only "
+                        "(default: as trained)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing OUTPUT")
     p.set_defaults(func=run_export)
 
@@ -133,6 +136,8 @@ def run_export(args: argparse.Namespace) -> int:
     import os
     from deid_core.train import export_weights
     out = export_weights(args.checkpoint, args.output, half=not args.fp32, lam=args.lam,
-                         overwrite=args.overwrite, detail_sigma=args.detail_sigma)
+                         overwrite=args.overwrite, detail_sigma=args.detail_sigma,
+                         source_chroma=(None if args.source_chroma is None
+                                        else args.source_chroma == "on"))
     print(json.dumps({"output": str(out), "bytes": os.path.getsize(out)}))
     return 0

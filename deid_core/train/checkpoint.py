@@ -58,10 +58,11 @@ def load_matching_weights(module: torch.nn.Module, state: dict) -> tuple[int, li
 
 def export_weights(src: str | os.PathLike, dst: str | os.PathLike, half: bool = True,
                    lam: float | None = None, overwrite: bool = False,
-                   detail_sigma: float | None = None) -> Path:
+                   detail_sigma: float | None = None, source_chroma: bool | None = None) -> Path:
     """Weights-only copy of a training checkpoint (generator + config + λ state), fp16 by
     default. ``lam`` sets the default λ of a λ-conditioned model (used when none is given);
-    ``detail_sigma`` sets the model's source-detail transfer (0 = off)."""
+    ``detail_sigma`` sets the model's source-detail transfer (0 = off), ``source_chroma``
+    whether the output takes the source's chroma."""
     src, dst = Path(src), Path(dst)
     if dst.exists() and (not overwrite or dst.resolve() == src.resolve()):
         raise DeidError(f"{dst} exists: choose another output (or --overwrite; never the input)")
@@ -82,5 +83,7 @@ def export_weights(src: str | os.PathLike, dst: str | os.PathLike, half: bool = 
         if not np.isfinite(detail_sigma) or detail_sigma < 0:
             raise DeidError(f"detail σ must be a finite number ≥ 0, got {detail_sigma}")
         cfg["model"]["detail_sigma"] = float(detail_sigma)
+    if source_chroma is not None:
+        cfg["model"]["source_chroma"] = bool(source_chroma)
     return atomic_save({"config": cfg, "generator": gen, "step": int(ck.get("step", 0)),
                         "lam_state": lam_state, "deid_version": ck.get("deid_version")}, Path(dst))

@@ -43,7 +43,7 @@ from deid_core.face import template_landmarks
 from deid_core.identity import load_identity_network
 from deid_core.losses import (PerceptualLoss, compound_loss, generator_terms, loss_discriminator,
                               loss_discriminator_ns, masked_output, mixup, sample_mixup)
-from deid_core.model import (Generator, ModelConfig, add_source_detail, build_discriminator,
+from deid_core.model import (Generator, ModelConfig, source_transfer, build_discriminator,
                              to_uint8, load_checkpoint, resolve_device)
 from deid_core.recipe import dial
 from deid_core.train.checkpoint import (CHECKPOINT_NAME, atomic_save, load_matching_weights,
@@ -235,8 +235,8 @@ class Trainer:
         ramp = rc.ramp_factor(self.step, cfg.steps)
         e, feat_x = self.embed(x)
         with self._autocast():
-            z_raw, mask = self.G_train(x_in, e, lam if self.mcfg.lam_cond else None)
-        z_raw = add_source_detail(z_raw.float(), x, self.mcfg.detail_sigma)
+            z_raw, mask = self.G_train(x_in, e, lam if self.mcfg.lam_cond else None, source=x)
+        z_raw = source_transfer(z_raw.float(), x, self.mcfg)
         mask = mask.float()
         z_masked = masked_output(z_raw, mask, x)
         out: dict[str, float] = {}
@@ -327,6 +327,7 @@ class Trainer:
         """Restore networks, optimizers, step, λ and RNG states from :meth:`state_dict`."""
         saved = ModelConfig.from_dict(ck["config"]["model"])
         saved.detail_sigma = self.mcfg.detail_sigma     # no weights: may change between runs
+        saved.source_chroma = self.mcfg.source_chroma
         if saved != self.mcfg:
             raise DeidError(f"{where} was trained with another model config ({saved.name}); "
                             f"cannot resume as {self.mcfg.name}")
@@ -427,7 +428,7 @@ class Trainer:
         for lam in lams:
             with self._autocast():
                 z, m = G(x, e, lam if self.mcfg.lam_cond else None)
-            z = add_source_detail(z.float(), x, self.mcfg.detail_sigma)
+            z = source_transfer(z.float(), x, self.mcfg)
             outs.append(masked_output(z, m.float(), x))
             mask = m.float()
         return save_grid(path, x, outs + [z.float()], mask)

@@ -51,7 +51,7 @@ from deid_core.augment import distort  # noqa: E402
 from deid_core.errors import DeidError  # noqa: E402
 from deid_core.identity.dlib_net import DlibIdentity  # noqa: E402
 from deid_core.pipeline import Deidentifier  # noqa: E402
-from deid_core.model import Generator, ModelConfig, load_checkpoint  # noqa: E402
+from deid_core.model import Generator, ModelConfig, load_checkpoint, source_transfer  # noqa: E402
 from deid_core.train import TrainConfig, Trainer  # noqa: E402
 from deid_core.recipe import TUNED_OPTIONS, RecipeConfig, parse_options  # noqa: E402
 
@@ -455,7 +455,7 @@ def sample_grid(trainer: Trainer, heldout: np.ndarray, n_pos: int) -> tuple[byte
     for lam in lams:
         with trainer._autocast():
             z, m = G(x, e, lam if trainer.mcfg.lam_cond else None)
-        z, m = z.float(), m.float()
+        z, m = source_transfer(z.float(), x, trainer.mcfg), m.float()
         cols.append(m * z + (1 - m) * x)
     G.train(was)
     grid = torch.cat([torch.cat(list(c), dim=2) for c in zip(*cols)], dim=1)   # 3×(N·S)×(K·S)
@@ -479,7 +479,7 @@ def bench_g_only(trainer: Trainer, faces: DeviceFaces, iters: int) -> float:
             x = x.contiguous(memory_format=torch.channels_last)
         x_in = distort(x, trainer.cfg.augment, generator=trainer.gen)
         with trainer._autocast():
-            z, m = G(x_in, e, lam)
+            z, m = G(x_in, e, lam, source=x)
         ((z.float() - x).abs().mean() + m.float().mean()).backward()
 
     for _ in range(3):
