@@ -129,6 +129,8 @@ class ModelConfig:
     source_chroma: bool = False                       # z_raw keeps its luma, takes x's chroma
     flow_px: float = 0.0                              # > 0: z_raw = source warped by a smooth flow
     flow_grid: int = 8                                # the flow's control grid (flow_grid²)
+    flow_luma: bool = False                           # the warp head also adds a luma residual
+    flow_dial: bool = False                           # the flow's bound grows linearly with λ
 
     @staticmethod
     def preset(name: str, **overrides) -> "ModelConfig":
@@ -425,16 +427,19 @@ class Generator(nn.Module):
         self.out_channels = c
         if cfg.flow_px > 0:      # warp head: the raw output is the source, reshaped
             self.to_flow = _conv(c, 2, k)
+            if cfg.flow_luma:    # … and re-shaded: one value added to R, G and B alike
+                self.to_luma = _conv(c, 1, k)
         else:
             self.to_image = _conv(c, 3, k)
         self.to_mask = _conv(c, 1, k)
         init_weights(self)
         if cfg.flow_px > 0:
             nn.init.zeros_(self.to_flow.weight)      # starts as the identity warp
+            if cfg.flow_luma:
+                nn.init.zeros_(self.to_luma.weight)
 
-    def lam_embedding(self, lam: torch.Tensor | float | None, n: int, device) -> torch.Tensor | None:
-        if not self.cfg.lam_cond:
-            return None
+    def lam_values(self, lam: torch.Tensor | float | None, n: int, device) -> torch.Tensor:
+        """λ as one feature per example (:func:`lam_feature`), N×1."""
         if lam is None:
             raise DeidError("this λ-conditioned generator needs a λ value")
         lam_t = torch.as_tensor(lam, dtype=torch.float32, device=device).reshape(-1)
@@ -442,7 +447,12 @@ class Generator(nn.Module):
             lam_t = lam_t.expand(n)
         if lam_t.numel() != n:
             raise DeidError(f"λ must be a scalar or one value per example ({n}), got {lam_t.numel()}")
-        return self.lam_mlp(lam_feature(lam_t, self.cfg)[:, None])
+        return lam_feature(lam_t, self.cfg)[:, None]
+
+    def lam_embedding(self, lam: torch.Tensor | float | None, n: int, device) -> torch.Tensor | None:
+        if not self.cfg.lam_cond:
+            return None
+        return self.lam_mlp(self.lam_values(lam, n, device))
 
     def forward(self, x: torch.Tensor, id_emb: torch.Tensor,
                 lam: torch.Tensor | float | None = None, source: torch.Tensor | None = None
@@ -479,7 +489,12 @@ class Generator(nn.Module):
         mask = torch.sigmoid(self.to_mask(h))
         if self.cfg.flow_px > 0:
             flow = smooth_flow(self.to_flow(h), self.cfg.flow_px, self.cfg.flow_grid)
-            return warp(x if source is None else source, flow).to(mask.dtype), mask
+            if self.cfg.flow_dial and self.cfg.lam_cond:   # bound ∝ the dial's position
+                flow = flow * self.lam_values(lam, n, x.device).clamp(0, 1)[:, :, None, None]
+            z = warp(x if source is None else source, flow).float()
+            if self.cfg.flow_luma:   # equal in R, G, B: BT.601 Cb and Cr stay the warped source's
+                z = (z + torch.tanh(self.to_luma(h).float())).clamp(-1, 1)
+            return z.to(mask.dtype), mask
         return torch.tanh(self.to_image(h)), mask
 
 

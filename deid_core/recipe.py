@@ -67,6 +67,11 @@ flow_px                a warp head replaces the image head: the raw output is th
                        crop warped by a smooth flow (``flow_grid``² control grid, at most
                        flow_px px), so every pixel is the person's own skin, eye or lip and identity
                        moves only through the face's geometry
+flow_luma              the warp head also adds one luma residual to R, G and B alike: shading
+                       as well as shape, the colours still the warped source's
+flow_dial              the warp's bound is flow_px × λ/λ_max: a warp head pushed to its bound
+                       by the repeller would otherwise reach its largest change a quarter of
+                       the way along the dial
 =====================  ===================================================================
 """
 from __future__ import annotations
@@ -126,6 +131,8 @@ class RecipeConfig:
     source_chroma: bool = False         # z_raw takes the source's chroma (model)
     flow_px: float = 0.0                # > 0: z_raw is the source warped ≤ flow_px px (model)
     flow_grid: int = 8                  # the warp's control grid (model)
+    flow_luma: bool = False             # the warp head also adds a luma residual (model)
+    flow_dial: bool = False             # the warp's bound grows linearly with λ (model)
 
     @staticmethod
     def preset(name: str, **options) -> "RecipeConfig":
@@ -181,6 +188,8 @@ class RecipeConfig:
         out["source_chroma"] = self.source_chroma
         out["flow_px"] = self.flow_px
         out["flow_grid"] = self.flow_grid
+        out["flow_luma"] = self.flow_luma
+        out["flow_dial"] = self.flow_dial
         return out
 
     def ramp_factor(self, step: int, steps: int) -> float:

@@ -556,3 +556,40 @@ def test_warp_head_starts_as_the_identity_and_reshapes_the_source():
                        options={"flow_px": "6"}).model_config().flow_px == 6.0
     with pytest.raises(DeidError, match="flow_px"):
         ModelConfig.preset("compact-128", flow_px=-1.0)
+
+
+def test_warp_heads_luma_residual_changes_shading_not_colour():
+    torch.manual_seed(0)
+    cfg = ModelConfig.preset("compact-128-lamcond", flow_px=4.0, flow_luma=True)
+    G = Generator(cfg)
+    x = torch.rand(2, 3, 128, 128) * 1.2 - 0.6
+    e = torch.randn(2, cfg.id_dim)
+    z, _ = G(x, e, 1e-5)
+    assert torch.allclose(z, x, atol=1e-4)                # zero-initialised: the identity
+    with torch.no_grad():
+        G.to_luma.weight.normal_(0, 0.05)
+        z, _ = G(x, e, 1e-5)
+    d = z - x                                             # flow still 0: only the residual
+    assert d.abs().mean().item() > 1e-3
+    inside = (z.abs() < 0.999).all(1)                     # away from the clamp
+    assert torch.allclose(d[:, 0][inside], d[:, 1][inside], atol=1e-5)
+    assert torch.allclose(d[:, 0][inside], d[:, 2][inside], atol=1e-5)
+
+
+def test_warp_dial_scales_the_flow_with_lambda():
+    torch.manual_seed(0)
+    x = torch.rand(1, 3, 128, 128) * 2 - 1
+    e = torch.randn(1, 128)
+    moved = {}
+    for flow_dial in (False, True):
+        torch.manual_seed(1)
+        G = Generator(ModelConfig.preset("compact-128-lamcond", flow_px=4.0, flow_dial=flow_dial,
+                                         lam_scale="linear"))
+        with torch.no_grad():
+            G.to_flow.weight.normal_(0, 0.05)
+            moved[flow_dial] = [(G(x, e, lam)[0] - x).abs().mean().item()
+                                for lam in (0.0, 1e-5, 2e-5)]
+    assert moved[False][0] > 1e-3                   # without it λ = 0 may still reshape
+    assert moved[True][0] < 1e-5                    # with it λ = 0 is the input
+    assert 0 < moved[True][1] < moved[True][2]      # half the dial, a smaller warp
+    assert moved[True][2] == pytest.approx(moved[False][2], rel=1e-4)   # same at the top
