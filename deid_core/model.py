@@ -129,7 +129,8 @@ class ModelConfig:
     source_chroma: bool = False                       # z_raw keeps its luma, takes x's chroma
     flow_px: float = 0.0                              # > 0: z_raw = source warped by a smooth flow
     flow_grid: int = 8                                # the flow's control grid (flow_grid²)
-    flow_luma: bool = False                           # the warp head also adds a luma residual
+    flow_luma: float = 0.0                            # > 0: the warp head also adds a luma change ≤ this
+    luma_grid: int = 0                                # its control grid (0: per pixel)
     flow_dial: bool = False                           # the flow's bound grows linearly with λ
 
     @staticmethod
@@ -186,6 +187,9 @@ class ModelConfig:
             raise DeidError("U-net connection may not exceed the bottleneck size (§3.1)")
         if self.disc_kind not in ("paper", "patch"):
             raise DeidError(f"ModelConfig.disc_kind must be 'paper' or 'patch', got {self.disc_kind!r}")
+        if self.flow_luma < 0 or (self.luma_grid and not 2 <= self.luma_grid <= self.size):
+            raise DeidError(f"ModelConfig.flow_luma must be ≥ 0 and luma_grid 0 or in [2, size], "
+                            f"got {self.flow_luma}, {self.luma_grid}")
         if self.flow_px < 0 or not 2 <= self.flow_grid <= self.size:
             raise DeidError(f"ModelConfig.flow_px must be ≥ 0 and flow_grid in [2, size], got "
                             f"{self.flow_px}, {self.flow_grid}")
@@ -284,13 +288,13 @@ def warp(source: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
                                      align_corners=False).to(source.dtype)
 
 
-def smooth_flow(raw: torch.Tensor, max_px: float, grid: int) -> torch.Tensor:
-    """A flow of at most ``max_px`` pixels that varies only on a ``grid``×``grid`` lattice:
-    tanh-bounded, averaged over each cell, bicubically upsampled (a shape change, never a
-    per-pixel pattern)."""
+def smooth_field(raw: torch.Tensor, bound: float, grid: int) -> torch.Tensor:
+    """A field (a flow in pixels, a luma change) of at most ``bound`` that varies only on a
+    ``grid``×``grid`` lattice: tanh-bounded, averaged over each cell, bicubically upsampled
+    (a change of shape or shading, never a per-pixel pattern)."""
     size = raw.shape[-1]
-    flow = max_px * torch.tanh(raw.float())
-    coarse = nn.functional.adaptive_avg_pool2d(flow, grid)
+    field = bound * torch.tanh(raw.float())
+    coarse = nn.functional.adaptive_avg_pool2d(field, grid)
     return nn.functional.interpolate(coarse, size=(size, size), mode="bicubic", align_corners=False)
 
 
@@ -427,7 +431,7 @@ class Generator(nn.Module):
         self.out_channels = c
         if cfg.flow_px > 0:      # warp head: the raw output is the source, reshaped
             self.to_flow = _conv(c, 2, k)
-            if cfg.flow_luma:    # … and re-shaded: one value added to R, G and B alike
+            if cfg.flow_luma > 0:    # … and re-shaded: one value added to R, G and B alike
                 self.to_luma = _conv(c, 1, k)
         else:
             self.to_image = _conv(c, 3, k)
@@ -435,7 +439,7 @@ class Generator(nn.Module):
         init_weights(self)
         if cfg.flow_px > 0:
             nn.init.zeros_(self.to_flow.weight)      # starts as the identity warp
-            if cfg.flow_luma:
+            if cfg.flow_luma > 0:
                 nn.init.zeros_(self.to_luma.weight)
 
     def lam_values(self, lam: torch.Tensor | float | None, n: int, device) -> torch.Tensor:
@@ -488,12 +492,16 @@ class Generator(nn.Module):
             h = block(h, film)
         mask = torch.sigmoid(self.to_mask(h))
         if self.cfg.flow_px > 0:
-            flow = smooth_flow(self.to_flow(h), self.cfg.flow_px, self.cfg.flow_grid)
-            if self.cfg.flow_dial and self.cfg.lam_cond:   # bound ∝ the dial's position
-                flow = flow * self.lam_values(lam, n, x.device).clamp(0, 1)[:, :, None, None]
+            cfg = self.cfg
+            dial = (self.lam_values(lam, n, x.device).clamp(0, 1)[:, :, None, None]
+                    if cfg.flow_dial and cfg.lam_cond else 1.0)    # bounds ∝ the dial's position
+            flow = smooth_field(self.to_flow(h), cfg.flow_px, cfg.flow_grid) * dial
             z = warp(x if source is None else source, flow).float()
-            if self.cfg.flow_luma:   # equal in R, G, B: BT.601 Cb and Cr stay the warped source's
-                z = (z + torch.tanh(self.to_luma(h).float())).clamp(-1, 1)
+            if cfg.flow_luma > 0:    # equal in R, G, B: BT.601 Cb and Cr stay the warped source's
+                raw = self.to_luma(h)
+                shade = (smooth_field(raw, cfg.flow_luma, cfg.luma_grid) if cfg.luma_grid
+                         else cfg.flow_luma * torch.tanh(raw.float()))
+                z = (z + shade * dial).clamp(-1, 1)
             return z.to(mask.dtype), mask
         return torch.tanh(self.to_image(h)), mask
 

@@ -67,8 +67,9 @@ flow_px                a warp head replaces the image head: the raw output is th
                        crop warped by a smooth flow (``flow_grid``² control grid, at most
                        flow_px px), so every pixel is the person's own skin, eye or lip and identity
                        moves only through the face's geometry
-flow_luma              the warp head also adds one luma residual to R, G and B alike: shading
-                       as well as shape, the colours still the warped source's
+flow_luma, luma_grid   the warp head also adds one luma change (at most flow_luma, on a
+                       luma_grid² lattice or per pixel) to R, G and B alike: shading as well
+                       as shape, the colours still the warped source's
 flow_dial              the warp's bound is flow_px × λ/λ_max: a warp head pushed to its bound
                        by the repeller would otherwise reach its largest change a quarter of
                        the way along the dial
@@ -131,7 +132,8 @@ class RecipeConfig:
     source_chroma: bool = False         # z_raw takes the source's chroma (model)
     flow_px: float = 0.0                # > 0: z_raw is the source warped ≤ flow_px px (model)
     flow_grid: int = 8                  # the warp's control grid (model)
-    flow_luma: bool = False             # the warp head also adds a luma residual (model)
+    flow_luma: float = 0.0              # > 0: the warp head also adds a luma change ≤ this (model)
+    luma_grid: int = 0                  # its control grid, 0 = per pixel (model)
     flow_dial: bool = False             # the warp's bound grows linearly with λ (model)
 
     @staticmethod
@@ -189,6 +191,7 @@ class RecipeConfig:
         out["flow_px"] = self.flow_px
         out["flow_grid"] = self.flow_grid
         out["flow_luma"] = self.flow_luma
+        out["luma_grid"] = self.luma_grid
         out["flow_dial"] = self.flow_dial
         return out
 

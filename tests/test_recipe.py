@@ -520,16 +520,16 @@ def test_warp_moves_pixels_by_the_flow():
     assert torch.allclose(out[1], ramp[1], atol=1e-4)
 
 
-def test_smooth_flow_is_bounded_and_cannot_draw_a_pixel_pattern():
-    from deid_core.model import smooth_flow
+def test_smooth_field_is_bounded_and_cannot_draw_a_pixel_pattern():
+    from deid_core.model import smooth_field
     raw = torch.full((1, 2, 64, 64), 50.0)
-    assert smooth_flow(raw, 4.0, 8).max().item() == pytest.approx(4.0, abs=1e-3)
+    assert smooth_field(raw, 4.0, 8).max().item() == pytest.approx(4.0, abs=1e-3)
     checker = (torch.arange(64).view(1, -1) + torch.arange(64).view(-1, 1)) % 2 * 2.0 - 1
-    flow = smooth_flow(100 * checker.expand(1, 2, 64, 64), 4.0, 8)
+    flow = smooth_field(100 * checker.expand(1, 2, 64, 64), 4.0, 8)
     assert flow.abs().max().item() < 1e-4                  # a per-pixel pattern averages out
     blob = torch.zeros(1, 2, 64, 64)
     blob[:, :, 16:32, 16:32] = 10.0                        # a cell-sized push survives
-    assert smooth_flow(blob, 4.0, 8)[0, 0, 24, 24].item() > 3.9
+    assert smooth_field(blob, 4.0, 8)[0, 0, 24, 24].item() > 3.9
 
 
 def test_warp_head_starts_as_the_identity_and_reshapes_the_source():
@@ -560,7 +560,7 @@ def test_warp_head_starts_as_the_identity_and_reshapes_the_source():
 
 def test_warp_heads_luma_residual_changes_shading_not_colour():
     torch.manual_seed(0)
-    cfg = ModelConfig.preset("compact-128-lamcond", flow_px=4.0, flow_luma=True)
+    cfg = ModelConfig.preset("compact-128-lamcond", flow_px=4.0, flow_luma=1.0)
     G = Generator(cfg)
     x = torch.rand(2, 3, 128, 128) * 1.2 - 0.6
     e = torch.randn(2, cfg.id_dim)
@@ -593,3 +593,21 @@ def test_warp_dial_scales_the_flow_with_lambda():
     assert moved[True][0] < 1e-5                    # with it λ = 0 is the input
     assert 0 < moved[True][1] < moved[True][2]      # half the dial, a smaller warp
     assert moved[True][2] == pytest.approx(moved[False][2], rel=1e-4)   # same at the top
+
+
+
+def test_smooth_luma_change_is_bounded_shading():
+    torch.manual_seed(0)
+    cfg = ModelConfig.preset("compact-128-lamcond", flow_px=4.0, flow_luma=0.2, luma_grid=16)
+    G = Generator(cfg)
+    x = torch.zeros(1, 3, 128, 128)
+    e = torch.randn(1, cfg.id_dim)
+    with torch.no_grad():
+        G.to_luma.weight.normal_(0, 1.0)
+        z, _ = G(x, e, 2e-5)
+    assert 1e-3 < z.abs().max().item() <= 0.2 + 1e-5         # bounded by flow_luma
+    assert torch.equal(z[:, 0], z[:, 1]) and torch.equal(z[:, 0], z[:, 2])
+    step = (z[0, 0, :, 1:] - z[0, 0, :, :-1]).abs().max().item()
+    assert step < 0.2 / 4                                     # no pixel-to-pixel pattern
+    with pytest.raises(DeidError, match="luma_grid"):
+        ModelConfig.preset("compact-128", flow_px=4.0, flow_luma=0.2, luma_grid=1)
