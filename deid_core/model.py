@@ -26,9 +26,12 @@ Beyond the paper: an optional λ-conditioning — normalised λ (:func:`lam_feat
 linear scale) concatenated to the latent and/or FiLM (scale, shift) on the decoder blocks —
 so one network serves every λ at inference time. Optionally the source crop's fine detail
 is added to the raw output (:func:`add_source_detail`, ``detail_sigma``), and its chroma
-replaces the raw output's (:func:`take_source_chroma`, ``source_chroma``). A patch discriminator with logits,
-spectral norm and several scales (``disc_kind="patch"``) serves the ``deid`` training
-recipe (see :mod:`deid_core.recipe`); ``"paper"`` is the §3.1 discriminator.
+replaces the raw output's (:func:`take_source_chroma`, ``source_chroma``). Optionally a warp
+head replaces the image head (``flow_px``): the raw output is the source crop resampled along
+a smooth, bounded flow (:func:`smooth_field`, :func:`warp`), optionally re-shaded in luma
+(``flow_luma``), with bounds that can grow with λ (``flow_dial``). A patch discriminator
+with logits, spectral norm and several scales (``disc_kind="patch"``) serves the ``deid``
+training recipe (see :mod:`deid_core.recipe`); ``"paper"`` is the §3.1 discriminator.
 
 Not specified by the paper and chosen here (documented deviations): channel widths, kernel
 sizes (5 for encoder/heads, 3 elsewhere, 4 in D), the exact 128-px lattice (one residual
@@ -129,7 +132,7 @@ class ModelConfig:
     source_chroma: bool = False                       # z_raw keeps its luma, takes x's chroma
     flow_px: float = 0.0                              # > 0: z_raw = source warped by a smooth flow
     flow_grid: int = 8                                # the flow's control grid (flow_grid²)
-    flow_luma: float = 0.0                            # > 0: the warp head also adds a luma change ≤ this
+    flow_luma: float = 0.0                            # > 0: warp head adds a luma change ≤ this
     luma_grid: int = 0                                # its control grid (0: per pixel)
     flow_dial: bool = False                           # the flow's bound grows linearly with λ
 
@@ -259,8 +262,8 @@ SOURCE_CHROMA_SIGMA = 1.5
 def take_source_chroma(z_raw: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """The luma (BT.601 Y) of z_raw with the chroma (Cb, Cr) of the source crop x, blurred by
     :data:`SOURCE_CHROMA_SIGMA`: the generated face keeps the person's skin tone, lip, eye
-    and hair colours, and identity can only move through luma, i.e. shape and shading (``source_chroma``,
-    beyond the paper: a colour-free dial cannot tint a nose pink or an iris cyan)."""
+    and hair colours, and identity can only move through luma, i.e. shape and shading
+    (``source_chroma``, beyond the paper: the dial cannot tint a nose pink or an iris cyan)."""
     m = _YCC.to(device=z_raw.device, dtype=torch.float32)
     ycc_z = torch.einsum("ij,njhw->nihw", m, z_raw.float())
     chroma_x = torch.einsum("ij,njhw->nihw", m[1:], x.float())

@@ -204,8 +204,8 @@ class Deidentifier:
     @torch.no_grad()
     def generate(self, x: torch.Tensor, emb: torch.Tensor, lam: float | torch.Tensor | None
                  ) -> tuple[torch.Tensor, torch.Tensor]:
-        """G on tensors (N×3×S×S in [−1, 1], N×D) → (image, mask); the source's fine detail
-        is added to the image when the model was configured with ``detail_sigma``."""
+        """G on tensors (N×3×S×S in [−1, 1], N×D) → (image, mask), with what the model's
+        configuration takes from the source (fine detail, chroma: :func:`source_transfer`)."""
         x = x.to(self.device)
         z, m = self.G(x, emb.to(self.device), lam if self.cfg.lam_cond else None)
         return source_transfer(z, x, self.cfg), m

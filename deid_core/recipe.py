@@ -132,7 +132,7 @@ class RecipeConfig:
     source_chroma: bool = False         # z_raw takes the source's chroma (model)
     flow_px: float = 0.0                # > 0: z_raw is the source warped ≤ flow_px px (model)
     flow_grid: int = 8                  # the warp's control grid (model)
-    flow_luma: float = 0.0              # > 0: the warp head also adds a luma change ≤ this (model)
+    flow_luma: float = 0.0              # > 0: warp head adds a luma change ≤ this (model)
     luma_grid: int = 0                  # its control grid, 0 = per pixel (model)
     flow_dial: bool = False             # the warp's bound grows linearly with λ (model)
 
