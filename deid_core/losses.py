@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 from deid_core.errors import DeidError
 from deid_core.identity.dlib_resnet import PAPER_LAYERS as DLIB_PAPER_LAYERS
-from deid_core.model import gaussian_blur
+from deid_core.model import gaussian_blur, rgb_to_ycbcr
 from deid_core.recipe import RecipeConfig
 
 
@@ -154,13 +154,6 @@ def loss_discriminator_ns(d_out: torch.Tensor, mix_beta: torch.Tensor) -> torch.
 def loss_generator_ns(d_out: torch.Tensor) -> torch.Tensor:
     """Non-saturating G loss on logits of pure outputs: softplus(−D(z)) = −log σ(D(z))."""
     return F.softplus(-d_out.float()).mean()
-
-
-def rgb_to_ycbcr(img: torch.Tensor) -> torch.Tensor:
-    """N×3×H×W RGB in [−1, 1] → Y, Cb, Cr (ITU-R BT.601, same range convention)."""
-    r, g, b = img[:, 0:1], img[:, 1:2], img[:, 2:3]
-    y = 0.299 * r + 0.587 * g + 0.114 * b
-    return torch.cat([y, 0.564 * (b - y), 0.713 * (r - y)], 1)
 
 
 def high_pass(img: torch.Tensor, k: int = 5) -> torch.Tensor:

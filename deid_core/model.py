@@ -247,10 +247,18 @@ def add_source_detail(z_raw: torch.Tensor, x: torch.Tensor, sigma: float) -> tor
     return (z_raw + (x - gaussian_blur(x, sigma)).to(z_raw.dtype)).clamp(-1, 1)
 
 
-#: BT.601 RGB → (Y, Cb, Cr) on [−1, 1] values; Cb and Cr are 0 on grey
-_YCC = torch.tensor([[0.299, 0.587, 0.114],
-                     [-0.168736, -0.331264, 0.5],
-                     [0.5, -0.418688, -0.081312]])
+def rgb_to_ycbcr(img: torch.Tensor) -> torch.Tensor:
+    """N×3×H×W RGB in [−1, 1] → Y, Cb, Cr (ITU-R BT.601, same range convention)."""
+    r, g, b = img[:, 0:1], img[:, 1:2], img[:, 2:3]
+    y = 0.299 * r + 0.587 * g + 0.114 * b
+    return torch.cat([y, 0.564 * (b - y), 0.713 * (r - y)], 1)
+
+
+def ycbcr_to_rgb(ycc: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`rgb_to_ycbcr`."""
+    y, cb, cr = ycc[:, 0:1], ycc[:, 1:2], ycc[:, 2:3]
+    r, b = y + cr / 0.713, y + cb / 0.564
+    return torch.cat([r, (y - 0.299 * r - 0.114 * b) / 0.587, b], 1)
 
 
 #: σ (crop pixels) of the blur on the source chroma that :func:`take_source_chroma` keeps: where
@@ -264,12 +272,9 @@ def take_source_chroma(z_raw: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     :data:`SOURCE_CHROMA_SIGMA`: the generated face keeps the person's skin tone, lip, eye
     and hair colours, and identity can only move through luma, i.e. shape and shading
     (``source_chroma``, beyond the paper: the dial cannot tint a nose pink or an iris cyan)."""
-    m = _YCC.to(device=z_raw.device, dtype=torch.float32)
-    ycc_z = torch.einsum("ij,njhw->nihw", m, z_raw.float())
-    chroma_x = torch.einsum("ij,njhw->nihw", m[1:], x.float())
-    ycc = torch.cat([ycc_z[:, :1], gaussian_blur(chroma_x, SOURCE_CHROMA_SIGMA)], dim=1)
-    rgb = torch.einsum("ij,njhw->nihw", torch.linalg.inv(m), ycc)
-    return rgb.clamp(-1, 1).to(z_raw.dtype)
+    luma = rgb_to_ycbcr(z_raw.float())[:, :1]
+    chroma = gaussian_blur(rgb_to_ycbcr(x.float())[:, 1:], SOURCE_CHROMA_SIGMA)
+    return ycbcr_to_rgb(torch.cat([luma, chroma], 1)).clamp(-1, 1).to(z_raw.dtype)
 
 
 def source_transfer(z_raw: torch.Tensor, x: torch.Tensor, cfg: "ModelConfig") -> torch.Tensor:

@@ -96,6 +96,11 @@ TUNED_OPTIONS: dict[str, float] = {
 }
 
 
+#: recipe options that are ModelConfig fields of the same name (what the generator outputs)
+MODEL_FIELDS = ("lam_max", "detail_sigma", "source_chroma", "flow_px", "flow_grid", "flow_luma",
+                "luma_grid", "flow_dial")
+
+
 @dataclass
 class RecipeConfig:
     """Switches of the training recipe; :meth:`preset` gives ``paper`` or ``deid``."""
@@ -185,14 +190,7 @@ class RecipeConfig:
         else:
             out = {"disc_kind": "paper", "disc_scales": 1}
         out["lam_scale"] = "linear" if self.lam_sampling == "uniform" else "log"
-        out["lam_max"] = self.lam_max
-        out["detail_sigma"] = self.detail_sigma
-        out["source_chroma"] = self.source_chroma
-        out["flow_px"] = self.flow_px
-        out["flow_grid"] = self.flow_grid
-        out["flow_luma"] = self.flow_luma
-        out["luma_grid"] = self.luma_grid
-        out["flow_dial"] = self.flow_dial
+        out.update({k: getattr(self, k) for k in MODEL_FIELDS})
         return out
 
     def ramp_factor(self, step: int, steps: int) -> float:

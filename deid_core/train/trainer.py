@@ -326,8 +326,8 @@ class Trainer:
     def load_state_dict(self, ck: dict, where: str = "state") -> None:
         """Restore networks, optimizers, step, λ and RNG states from :meth:`state_dict`."""
         saved = ModelConfig.from_dict(ck["config"]["model"])
-        saved.detail_sigma = self.mcfg.detail_sigma     # no weights: may change between runs
-        saved.source_chroma = self.mcfg.source_chroma
+        for k in ("detail_sigma", "source_chroma"):     # no weights: may change between runs
+            setattr(saved, k, getattr(self.mcfg, k))
         if saved != self.mcfg:
             raise DeidError(f"{where} was trained with another model config ({saved.name}); "
                             f"cannot resume as {self.mcfg.name}")
