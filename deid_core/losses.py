@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 from deid_core.errors import DeidError
 from deid_core.identity.dlib_resnet import PAPER_LAYERS as DLIB_PAPER_LAYERS
-from deid_core.model import gaussian_blur, rgb_to_ycbcr
+from deid_core.transfer import gaussian_blur, rgb_to_ycbcr
 from deid_core.recipe import RecipeConfig
 
 

@@ -52,6 +52,7 @@ import torch
 import torch.nn as nn
 
 from deid_core.errors import DeidError
+from deid_core.transfer import render_warp, smooth_field
 
 
 def resolve_device(name: str) -> torch.device:
@@ -135,6 +136,7 @@ class ModelConfig:
     flow_luma: float = 0.0                            # > 0: warp head adds a luma change ≤ this
     luma_grid: int = 0                                # its control grid (0: per pixel)
     flow_dial: bool = False                           # the flow's bound grows linearly with λ
+    warp_at: str = "frame"                            # pipeline applies the warp to: frame | crop
 
     @staticmethod
     def preset(name: str, **overrides) -> "ModelConfig":
@@ -193,6 +195,8 @@ class ModelConfig:
         if self.flow_luma < 0 or (self.luma_grid and not 2 <= self.luma_grid <= self.size):
             raise DeidError(f"ModelConfig.flow_luma must be ≥ 0 and luma_grid 0 or in [2, size], "
                             f"got {self.flow_luma}, {self.luma_grid}")
+        if self.warp_at not in ("frame", "crop"):
+            raise DeidError(f"ModelConfig.warp_at must be 'frame' or 'crop', got {self.warp_at!r}")
         if self.flow_px < 0 or not 2 <= self.flow_grid <= self.size:
             raise DeidError(f"ModelConfig.flow_px must be ≥ 0 and flow_grid in [2, size], got "
                             f"{self.flow_px}, {self.flow_grid}")
@@ -223,87 +227,6 @@ def lam_feature(lam: torch.Tensor, cfg: ModelConfig) -> torch.Tensor:
         return (lam / cfg.lam_max).clamp(0, 2)
     lo, hi = math.log10(cfg.lam_min), math.log10(cfg.lam_max)
     return ((torch.log10(lam + cfg.lam_min) - lo) / (hi - lo)).clamp(0, 2)
-
-
-def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur (reflect padding, radius 3σ) of N×C×H×W."""
-    r = max(1, int(math.ceil(3 * sigma)))
-    t = torch.arange(-r, r + 1, device=x.device, dtype=x.dtype)
-    k = torch.exp(-0.5 * (t / sigma) ** 2)
-    k = k / k.sum()
-    c = x.shape[1]
-    x = nn.functional.pad(x, (r, r, r, r), mode="reflect")
-    x = nn.functional.conv2d(x, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
-    return nn.functional.conv2d(x, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
-
-
-def add_source_detail(z_raw: torch.Tensor, x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """z_raw + (x − blur_σ(x)): the source's fine detail (skin texture, finer than σ px of the
-    aligned crop) laid over the generated face, whose identity lives at coarser scales; the
-    decoder then only has to produce the face at that scale (``detail_sigma``, beyond the
-    paper: a short-trained decoder's raw output is blurry)."""
-    if sigma <= 0:
-        return z_raw
-    return (z_raw + (x - gaussian_blur(x, sigma)).to(z_raw.dtype)).clamp(-1, 1)
-
-
-def rgb_to_ycbcr(img: torch.Tensor) -> torch.Tensor:
-    """N×3×H×W RGB in [−1, 1] → Y, Cb, Cr (ITU-R BT.601, same range convention)."""
-    r, g, b = img[:, 0:1], img[:, 1:2], img[:, 2:3]
-    y = 0.299 * r + 0.587 * g + 0.114 * b
-    return torch.cat([y, 0.564 * (b - y), 0.713 * (r - y)], 1)
-
-
-def ycbcr_to_rgb(ycc: torch.Tensor) -> torch.Tensor:
-    """Inverse of :func:`rgb_to_ycbcr`."""
-    y, cb, cr = ycc[:, 0:1], ycc[:, 1:2], ycc[:, 2:3]
-    r, b = y + cr / 0.713, y + cb / 0.564
-    return torch.cat([r, (y - 0.299 * r - 0.114 * b) / 0.587, b], 1)
-
-
-#: σ (crop pixels) of the blur on the source chroma that :func:`take_source_chroma` keeps: where
-#: the generated face moved an edge (a nostril, a lid) it gets the mean colour around it, not
-#: the colour of a shadow that is no longer there
-SOURCE_CHROMA_SIGMA = 1.5
-
-
-def take_source_chroma(z_raw: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """The luma (BT.601 Y) of z_raw with the chroma (Cb, Cr) of the source crop x, blurred by
-    :data:`SOURCE_CHROMA_SIGMA`: the generated face keeps the person's skin tone, lip, eye
-    and hair colours, and identity can only move through luma, i.e. shape and shading
-    (``source_chroma``, beyond the paper: the dial cannot tint a nose pink or an iris cyan)."""
-    luma = rgb_to_ycbcr(z_raw.float())[:, :1]
-    chroma = gaussian_blur(rgb_to_ycbcr(x.float())[:, 1:], SOURCE_CHROMA_SIGMA)
-    return ycbcr_to_rgb(torch.cat([luma, chroma], 1)).clamp(-1, 1).to(z_raw.dtype)
-
-
-def source_transfer(z_raw: torch.Tensor, x: torch.Tensor, cfg: "ModelConfig") -> torch.Tensor:
-    """What the model configuration takes from the source crop into the raw output:
-    fine detail (:func:`add_source_detail`) and then chroma (:func:`take_source_chroma`)."""
-    z = add_source_detail(z_raw, x, cfg.detail_sigma)
-    return take_source_chroma(z, x) if cfg.source_chroma else z
-
-
-def warp(source: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
-    """``source`` (N×C×S×S) resampled at pixel + ``flow`` (N×2×S×S, x then y, in pixels;
-    bilinear, border padding): out(p) = source(p + flow(p))."""
-    n, _, h, w = source.shape
-    theta = torch.eye(2, 3, device=source.device, dtype=torch.float32).expand(n, 2, 3)
-    base = nn.functional.affine_grid(theta, (n, 1, h, w), align_corners=False)
-    scale = torch.tensor([2.0 / w, 2.0 / h], device=source.device)
-    grid = base + flow.float().permute(0, 2, 3, 1) * scale
-    return nn.functional.grid_sample(source.float(), grid, mode="bilinear", padding_mode="border",
-                                     align_corners=False).to(source.dtype)
-
-
-def smooth_field(raw: torch.Tensor, bound: float, grid: int) -> torch.Tensor:
-    """A field (a flow in pixels, a luma change) of at most ``bound`` that varies only on a
-    ``grid``×``grid`` lattice: tanh-bounded, averaged over each cell, bicubically upsampled
-    (a change of shape or shading, never a per-pixel pattern)."""
-    size = raw.shape[-1]
-    field = bound * torch.tanh(raw.float())
-    coarse = nn.functional.adaptive_avg_pool2d(field, grid)
-    return nn.functional.interpolate(coarse, size=(size, size), mode="bicubic", align_corners=False)
 
 
 def rms_normalise(v: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
@@ -466,10 +389,9 @@ class Generator(nn.Module):
             return None
         return self.lam_mlp(self.lam_values(lam, n, device))
 
-    def forward(self, x: torch.Tensor, id_emb: torch.Tensor,
-                lam: torch.Tensor | float | None = None, source: torch.Tensor | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``source``: the undistorted crop a warp head reshapes (default ``x``)."""
+    def decode(self, x: torch.Tensor, id_emb: torch.Tensor, lam: torch.Tensor | float | None
+               ) -> torch.Tensor:
+        """Encoder, latent ⊕ descriptor (⊕ λ), decoder: the last decoder features (§3.1)."""
         n = x.shape[0]
         if x.shape[1:] != (3, self.cfg.size, self.cfg.size):
             raise DeidError(f"generator input must be N×3×{self.cfg.size}×{self.cfg.size}, "
@@ -498,19 +420,44 @@ class Generator(nn.Module):
             if j == self.unet_after:
                 h = torch.cat([h, skip.to(h.dtype)], dim=1)
             h = block(h, film)
+        return h
+
+    def warp_fields(self, h: torch.Tensor, lam: torch.Tensor | float | None
+                    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The warp head's output on decoder features ``h``: the flow (N×2×S×S, crop pixels,
+        x then y) and the luma change (N×1×S×S in [−1, 1] units, or None), both already
+        scaled by the dial's position when ``flow_dial``."""
+        cfg = self.cfg
+        if cfg.flow_px <= 0:
+            raise DeidError("this generator has an image head, not a warp head (flow_px = 0)")
+        dial = (self.lam_values(lam, h.shape[0], h.device).clamp(0, 1)[:, :, None, None]
+                if cfg.flow_dial and cfg.lam_cond else 1.0)    # bounds ∝ the dial's position
+        flow = smooth_field(self.to_flow(h), cfg.flow_px, cfg.flow_grid) * dial
+        if cfg.flow_luma <= 0:
+            return flow, None
+        raw = self.to_luma(h)        # equal in R, G, B: BT.601 Cb and Cr stay the source's
+        shade = (smooth_field(raw, cfg.flow_luma, cfg.luma_grid) if cfg.luma_grid
+                 else cfg.flow_luma * torch.tanh(raw.float()))
+        return flow, shade * dial
+
+    def reshape(self, x: torch.Tensor, id_emb: torch.Tensor, lam: torch.Tensor | float | None
+                ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """A warp head's (flow, luma change, mask) without rendering the crop: the pipeline
+        applies them to the full-resolution frame (:meth:`FaceAligner.process`)."""
+        h = self.decode(x, id_emb, lam)
+        flow, shade = self.warp_fields(h, lam)
+        return flow, shade, torch.sigmoid(self.to_mask(h))
+
+    def forward(self, x: torch.Tensor, id_emb: torch.Tensor,
+                lam: torch.Tensor | float | None = None, source: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(raw output z_raw in [−1, 1], mask m) (§3.1). ``source``: the undistorted crop a
+        warp head reshapes (default ``x``)."""
+        h = self.decode(x, id_emb, lam)
         mask = torch.sigmoid(self.to_mask(h))
         if self.cfg.flow_px > 0:
-            cfg = self.cfg
-            dial = (self.lam_values(lam, n, x.device).clamp(0, 1)[:, :, None, None]
-                    if cfg.flow_dial and cfg.lam_cond else 1.0)    # bounds ∝ the dial's position
-            flow = smooth_field(self.to_flow(h), cfg.flow_px, cfg.flow_grid) * dial
-            z = warp(x if source is None else source, flow).float()
-            if cfg.flow_luma > 0:    # equal in R, G, B: BT.601 Cb and Cr stay the warped source's
-                raw = self.to_luma(h)
-                shade = (smooth_field(raw, cfg.flow_luma, cfg.luma_grid) if cfg.luma_grid
-                         else cfg.flow_luma * torch.tanh(raw.float()))
-                z = (z + shade * dial).clamp(-1, 1)
-            return z.to(mask.dtype), mask
+            flow, shade = self.warp_fields(h, lam)
+            return render_warp(x if source is None else source, flow, shade).to(mask.dtype), mask
         return torch.tanh(self.to_image(h)), mask
 
 

@@ -16,6 +16,10 @@ face through. The evaluation tables measure the network without it.
 λ: a λ-conditioned checkpoint takes any λ ≥ 0 at call time (``None``: the λ it
 was saved with, default 2e-6); a fixed-λ checkpoint ignores ``lam`` (``info["lam"]`` tells
 which λ it was trained with).
+
+A warp-head model (``flow_px`` > 0, beyond the paper) with ``warp_at="frame"`` (the default)
+hands :class:`FaceAligner` its flow and luma change instead of a 128-px picture: the face is
+resampled from the full-resolution frame, so it keeps the frame's sharpness at any face size.
 """
 from __future__ import annotations
 
@@ -35,9 +39,10 @@ from deid_core.face import (DEFAULT_DETECTOR, AlignConfig, Face, FaceAligner, Cr
                             to_rgb_uint8, write_image)
 from deid_core.identity import IdentityNetwork, load_identity_network
 from deid_core.identity.change import FaceChange, VisibleRule
-from deid_core.model import (Generator, ModelConfig, source_transfer, load_checkpoint,
-                             resolve_device, to_tensor, to_uint8)
+from deid_core.model import (Generator, ModelConfig, load_checkpoint, resolve_device, to_tensor,
+                             to_uint8)
 from deid_core.recipe import RecipeConfig, dial
+from deid_core.transfer import render_warp, source_transfer
 
 
 DEFAULT_LAM = 2e-6
@@ -210,11 +215,25 @@ class Deidentifier:
         z, m = self.G(x, emb.to(self.device), lam if self.cfg.lam_cond else None)
         return source_transfer(z, x, self.cfg), m
 
+    @torch.no_grad()
+    def generate_warp(self, x: torch.Tensor, emb: torch.Tensor, lam: float | torch.Tensor | None
+                      ) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+        """A warp head's (crop rendering, mask, fields): ``fields`` float32 N×S×S×3 holds the
+        flow (x, y, in crop pixels) and the luma change (grey levels) that
+        :meth:`FaceAligner.process` applies to the full-resolution frame (``warp_at="frame"``)."""
+        x = x.to(self.device)
+        flow, shade, m = self.G.reshape(x, emb.to(self.device), lam if self.cfg.lam_cond else None)
+        z = source_transfer(render_warp(x, flow, shade), x, self.cfg)
+        luma = (torch.zeros_like(flow[:, :1]) if shade is None else shade.float() * 127.5)
+        fields = torch.cat([flow.float(), luma], 1).permute(0, 2, 3, 1)
+        return z, m, np.ascontiguousarray(fields.cpu().numpy(), dtype=np.float32)
+
     def crop_fn(self, target_embedding: np.ndarray | None, lam: float | None = None
                ) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
         """Step e for :meth:`FaceAligner.process`: crops uint8 N×S×S×3 →
-        (images uint8 N×S×S×3, masks float32 N×S×S). ``target_embedding=None``: each face is
-        its own target (the training setting)."""
+        (images uint8 N×S×S×3, masks float32 N×S×S), plus the warp fields
+        (:meth:`generate_warp`) for a warp head with ``warp_at="frame"``.
+        ``target_embedding=None``: each face is its own target (the training setting)."""
         lam_value, _ = self.resolve_lam(lam)
         target = None
         if target_embedding is not None:
@@ -232,6 +251,9 @@ class Deidentifier:
             emb = (target.expand(n, -1) if target is not None
                    else torch.from_numpy(self.embed_crops(crops)))
             x = torch.stack([to_tensor(np.ascontiguousarray(c)) for c in crops])
+            if self.cfg.flow_px > 0 and self.cfg.warp_at == "frame":
+                z, m, fields = self.generate_warp(x, emb, lam_value)
+                return to_uint8(z), m[:, 0].float().clamp(0, 1).cpu().numpy(), fields
             z, m = self.generate(x, emb, lam_value)
             return to_uint8(z), m[:, 0].float().clamp(0, 1).cpu().numpy()
 

@@ -18,7 +18,8 @@ from deid_core.face import (AlignConfig,
                             read_image,
                             template_landmarks,
                             to_rgb_uint8,
-                            umeyama)
+                            umeyama,
+                            warp_frame)
 from deid_core.train import list_images, prepare_faces, read_face_index
 from deid_core.cli import main
 
@@ -472,3 +473,21 @@ def test_cli_prepare(tmp_path, sample_dir, capsys):
     assert [r["path"].endswith(".jpg") for r in rows] == [True, True]
     assert read_image(dst / rows[0]["path"]).shape == (128, 128, 3)
     assert main(["prepare", str(tmp_path / "nope"), str(dst)]) == 1
+
+
+def test_warp_frame_maps_the_crops_flow_into_the_frame():
+    # channel 0 holds x, channel 1 holds y: the value read at a pixel says where it came from
+    yy, xx = np.mgrid[0:200, 0:200].astype(np.float32)
+    frame = np.stack([xx, yy, np.full_like(xx, 100)], -1).astype(np.uint8)
+    c, s = 0.5 * np.cos(0.3), 0.5 * np.sin(0.3)                # crop = half scale, rotated
+    M = np.array([[c, -s, 10.0], [s, c, -40.0]])
+    roi = (80, 80, 40, 40)
+    fields = np.zeros((128, 128, 3), np.float32)
+    assert np.array_equal(warp_frame(frame, M, fields, roi), frame[80:120, 80:120])   # no flow
+    fields[..., 0], fields[..., 1], fields[..., 2] = 3.0, -1.0, -10.0
+    gen = warp_frame(frame, M, fields, roi)
+    # the crop moved 3 px right and 1 up → the frame by A⁻¹·(3, −1), 2× longer, rotated back
+    d = np.linalg.inv(M[:, :2]) @ np.array([3.0, -1.0])
+    assert np.allclose(gen[..., 0] + 10, xx[80:120, 80:120] + d[0], atol=0.6)   # uint8 values
+    assert np.allclose(gen[..., 1] + 10, yy[80:120, 80:120] + d[1], atol=0.6)
+    assert np.allclose(gen[..., 2], 90.0)                     # the luma change, every channel

@@ -2,7 +2,8 @@
 
 Layers (each may import the ones before it, never one after it):
 
-    errors, paths → identity, face → recipe, model, augment, losses → pipeline, train → video, audit
+    errors, paths → identity, face → recipe, transfer, model, augment, losses → pipeline, train
+    → video, audit
     → evaluate → notebook helpers (envcheck, profiles, report, plots, notebook_runner) → cli
 """
 from __future__ import annotations
@@ -21,13 +22,13 @@ BASE = {"deid_core", "errors", "paths"}
 ALLOWED = {
     "errors": set(), "paths": {"errors"},
     "identity": BASE, "face": BASE,
-    "recipe": BASE, "model": BASE | {"recipe"}, "augment": BASE,
-    "losses": BASE | {"identity", "recipe", "augment", "model"},
-    "pipeline": BASE | {"face", "identity", "model", "recipe"},
-    "train": BASE | {"face", "identity", "model", "recipe", "augment", "losses"},
+    "recipe": BASE, "transfer": BASE, "model": BASE | {"recipe", "transfer"}, "augment": BASE,
+    "losses": BASE | {"identity", "recipe", "augment", "model", "transfer"},
+    "pipeline": BASE | {"face", "identity", "model", "recipe", "transfer"},
+    "train": BASE | {"face", "identity", "model", "recipe", "augment", "losses", "transfer"},
     "video": BASE | {"face"},
     "audit": BASE | {"face", "identity", "video"},
-    "evaluate": BASE | {"face", "identity", "model", "recipe", "pipeline", "video"},
+    "evaluate": BASE | {"face", "identity", "model", "recipe", "transfer", "pipeline", "video"},
 }
 NOTEBOOK_HELPERS = {"envcheck", "profiles", "report", "plots", "notebook_runner"}
 

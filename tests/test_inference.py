@@ -6,12 +6,14 @@ import shutil
 import warnings
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
 
 from deid_core.cli import main
 from deid_core.errors import DeidError
+from deid_core.evaluate.naturalness import hf_energy
 from deid_core.pipeline import Deidentifier
 from deid_core.train import export_weights
 from deid_core.model import load_checkpoint
@@ -234,3 +236,39 @@ def test_demos_default_to_the_starter_checkpoint(ckpts, portrait_paths, tmp_path
     out = tmp_path / "out.jpg"
     assert main(["image", str(portrait_paths[0]), str(out), "--lam", "1e-6"]) == 0
     assert out.is_file()
+
+
+def _warp_deidentifier(warp_at: str, identity) -> Deidentifier:
+    torch.manual_seed(0)
+    cfg = ModelConfig.preset("compact-128-lamcond", flow_px=4.0, flow_dial=True, lam_scale="linear",
+                             flow_luma=0.1, luma_grid=16, warp_at=warp_at)
+    G = Generator(cfg)
+    with torch.no_grad():
+        G.to_flow.weight.normal_(0, 0.05)
+        G.to_luma.weight.normal_(0, 0.05)
+    del G.to_mask               # mask 1: the output is the reshaped face alone, not a blend
+    G.to_mask = lambda h: torch.full_like(h[:, :1], 20.0)
+    return Deidentifier(G, identity, lam_state={"lam": 2e-5, "conditioned": True})
+
+
+def test_warp_head_reshapes_the_full_resolution_frame(deid, portraits):
+    at_frame, at_crop = (_warp_deidentifier(w, deid.identity) for w in ("frame", "crop"))
+    big = cv2.resize(portraits[0], None, fx=2.0, fy=2.0, interpolation=cv2.INTER_CUBIC)
+    face = at_frame.aligner.detect(big)[0]
+    crop = at_frame.aligner.warp(big, at_frame.aligner.transform(face.landmarks))[None]
+    img_f, m_f, fields = at_frame.crop_fn(None, 2e-5)(crop)
+    img_c, m_c = at_crop.crop_fn(None, 2e-5)(crop)
+    assert np.array_equal(img_f, img_c) and np.array_equal(m_f, m_c) and fields.shape == (1, 128, 128, 3)
+    assert np.abs(fields[..., :2]).max() > 0.5 and np.abs(fields[..., 2]).max() > 0.5
+    out_f, _ = at_frame(big, None, 2e-5, faces=[face])
+    out_c, _ = at_crop(big, None, 2e-5, faces=[face])
+    # the same reshaping, at the frame's resolution: fine detail as in the input (the crop
+    # path pastes a 128-px picture of a face twice as large and loses it)
+    fine = [hf_energy(im, face.landmarks)[2] for im in (big, out_f, out_c)]
+    assert fine[1] > 0.85 * fine[0] and fine[2] < 0.6 * fine[0]
+    d_f = cv2.GaussianBlur((out_f.astype(np.float32) - big).mean(-1), (0, 0), 4)
+    d_c = cv2.GaussianBlur((out_c.astype(np.float32) - big).mean(-1), (0, 0), 4)
+    assert np.corrcoef(d_f.ravel(), d_c.ravel())[0, 1] > 0.8
+    # at λ = 0 the dial's warp is the identity: every pixel of the input, untouched
+    out0, _ = at_frame(big, None, 0.0, faces=[face])
+    assert np.array_equal(out0, big)

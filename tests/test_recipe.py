@@ -341,7 +341,7 @@ class _NoAligner:
 
 
 def test_source_detail_restores_the_fine_band_only():
-    from deid_core.model import add_source_detail, gaussian_blur
+    from deid_core.transfer import add_source_detail, gaussian_blur
     torch.manual_seed(0)
     x = torch.rand(2, 3, 32, 32) * 1.6 - 0.8
     blurred = gaussian_blur(x, 1.0)
@@ -466,7 +466,7 @@ def test_luma_peak_reads_the_tail_of_the_luma_change_and_is_switched_by_the_reci
 
 
 def test_detail_peak_costs_added_detail_on_a_few_blocks_not_blur():
-    from deid_core.model import gaussian_blur
+    from deid_core.transfer import gaussian_blur
     torch.manual_seed(0)
     x = gaussian_blur(torch.rand(1, 3, 128, 128) * 0.5 - 0.25, 1.5)     # smooth skin-like
     assert L.loss_detail_peak(x, x).item() == 0
@@ -487,7 +487,7 @@ def test_detail_peak_costs_added_detail_on_a_few_blocks_not_blur():
 
 
 def test_source_chroma_keeps_generated_luma_and_source_colour():
-    from deid_core.model import source_transfer, take_source_chroma
+    from deid_core.transfer import source_transfer, take_source_chroma
     torch.manual_seed(0)
     # a flat skin-coloured source and a grey, textured generated face inside the gamut
     x = torch.empty(1, 3, 32, 32)
@@ -509,7 +509,7 @@ def test_source_chroma_keeps_generated_luma_and_source_colour():
 
 
 def test_warp_moves_pixels_by_the_flow():
-    from deid_core.model import warp
+    from deid_core.transfer import warp
     ramp = torch.arange(32.0).view(1, 1, 1, 32).expand(2, 1, 32, 32)
     flow = torch.zeros(2, 2, 32, 32)
     assert torch.allclose(warp(ramp, flow), ramp, atol=1e-4)          # no flow, no change
@@ -521,7 +521,7 @@ def test_warp_moves_pixels_by_the_flow():
 
 
 def test_smooth_field_is_bounded_and_cannot_draw_a_pixel_pattern():
-    from deid_core.model import smooth_field
+    from deid_core.transfer import smooth_field
     raw = torch.full((1, 2, 64, 64), 50.0)
     assert smooth_field(raw, 4.0, 8).max().item() == pytest.approx(4.0, abs=1e-3)
     checker = (torch.arange(64).view(1, -1) + torch.arange(64).view(-1, 1)) % 2 * 2.0 - 1

@@ -607,3 +607,13 @@ def test_common_containers(tmp_path, suffix, vcodec, acodec, mode):
     f = _stream_facts(tmp_path / "o.mp4")
     assert f["codec"] == "h264" and f["frames"] == n and f["fps"] == fps
     assert s["audio"]["mode"] == mode and f["audio"] in ("aac", "opus", "mp3")
+
+
+def test_frame_reader_stop_ends_its_thread(sample_dir):
+    # a stopped reader's thread has left FFmpeg before the caller goes on (or exits)
+    reader = video_codec.FrameReader(sample_dir / "clip" / "nasa_clip.mp4", queue_size=2)
+    reader.start()
+    index, _, _, frame = next(iter(reader))
+    assert index == 0 and frame.ndim == 3
+    reader.stop()
+    assert not reader.is_alive()

@@ -128,6 +128,10 @@ def add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--source-chroma", choices=("on", "off"), default=None,
                    help="the output keeps the source face's chroma, the network sets luma only "
                         "(default: as trained)")
+    p.add_argument("--warp-at", choices=("frame", "crop"), default=None,
+                   help="a warp-head model reshapes the full-resolution frame (frame) or the "
+                        "128-px crop pasted back as the paper's generator output (crop); "
+                        "default: as trained (frame)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing OUTPUT")
     p.set_defaults(func=run_export)
 
@@ -138,6 +142,7 @@ def run_export(args: argparse.Namespace) -> int:
     out = export_weights(args.checkpoint, args.output, half=not args.fp32, lam=args.lam,
                          overwrite=args.overwrite, detail_sigma=args.detail_sigma,
                          source_chroma=(None if args.source_chroma is None
-                                        else args.source_chroma == "on"))
+                                        else args.source_chroma == "on"),
+                         warp_at=args.warp_at)
     print(json.dumps({"output": str(out), "bytes": os.path.getsize(out)}))
     return 0

@@ -14,7 +14,7 @@ from deid_core.face.detect import (  # noqa: F401
     AlignConfig, box_iou, DEFAULT_DETECTOR, DETECTORS, Face, landmark_check, obscure, YUNET_BOX_SHIFT_Y,
     YUNET_BOX_SIDE, YUNET_FILE, yunet_model_path, YUNET_SCORE, yunet_to_dlib_box, YuNetDetector)
 from deid_core.face.aligner import (  # noqa: F401
-    align_face, align_file, FaceAligner, CropFn, passthrough_crops)
+    align_face, align_file, FaceAligner, CropFn, passthrough_crops, warp_frame)
 from deid_core.face.rotated import (  # noqa: F401
     detect_views, merge_faces, rotate_frame, RotationPolicy, same_face, unrotate_box,
     unrotate_face, unrotate_points)

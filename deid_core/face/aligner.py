@@ -7,8 +7,12 @@ c. a least-squares similarity transform from all 68 landmarks to the template;
 d. the face is warped into a ``size``×``size`` crop (``cv2.warpAffine``, bilinear, reflected border);
 e. the network: any callable ``net(crops uint8 N×S×S×3) -> (images uint8 N×S×S×3,
    masks float32 N×S×S in [0, 1])``, called once per frame for all faces
-   (:meth:`deid_core.pipeline.Deidentifier.crop_fn` binds the trained generator);
-f. image and mask are warped back with the inverse transform (mask border 0);
+   (:meth:`deid_core.pipeline.Deidentifier.crop_fn` binds the trained generator); a warp
+   head may add ``fields`` float32 N×S×S×3 (flow x, y in crop pixels; luma change in grey
+   levels), returning a triple;
+f. image and mask are warped back with the inverse transform (mask border 0); with fields
+   the generated face is instead resampled from the frame itself at full resolution
+   (:func:`warp_frame`: the crop's flow mapped into frame coordinates, ``cv2.remap``);
 g. per pixel ``out = m·generated + (1 − m)·input``;
 h. the result is merged only inside the convex hull of the 68 landmarks, feathered
    *inside* the hull over ``feather × face size`` pixels, so every pixel outside the hull
@@ -232,13 +236,16 @@ class FaceAligner:
         return (x0, y0, x1 - x0, y1 - y0), weight
 
     def paste(self, frame: np.ndarray, face: Face, M: np.ndarray, image: np.ndarray,
-              mask: np.ndarray, inplace: bool = False) -> np.ndarray:
+              mask: np.ndarray, inplace: bool = False, fields: np.ndarray | None = None
+              ) -> np.ndarray:
         """Steps f+g+h for one face: unwarp ``image``/``mask`` with ``M⁻¹``, blend
         ``m·generated + (1 − m)·input``, and merge inside the feathered landmark hull.
 
         ``image`` is RGB uint8 S×S×3, ``mask`` S×S (or S×S×1) in [0, 1]. Only the hull's
         bounding rectangle is computed. Returns a new frame (in ``config.order``) unless
         ``inplace``: then ``frame`` must be a writable uint8 H×W×3 array and is modified.
+        ``fields`` (a warp head's S×S×3): the generated face is the frame itself resampled
+        at full resolution (:func:`warp_frame`); ``image`` is then not used.
         """
         if inplace:
             if not (isinstance(frame, np.ndarray) and frame.dtype == np.uint8 and frame.ndim == 3
@@ -250,10 +257,12 @@ class FaceAligner:
             out = to_rgb_uint8(frame, name="frame").copy()   # keeps config.order's channels
         if self.config.order == "bgr":
             image = np.asarray(image)[..., ::-1]              # blend in the frame's order
-        return self._paste_inplace(out, face, M, image, mask)
+        source = None if fields is None else out.copy()
+        return self._paste_inplace(out, face, M, image, mask, fields, source)
 
     def _paste_inplace(self, out: np.ndarray, face: Face, M: np.ndarray, image: np.ndarray,
-                       mask: np.ndarray) -> np.ndarray:
+                       mask: np.ndarray, fields: np.ndarray | None = None,
+                       source: np.ndarray | None = None) -> np.ndarray:
         S = self.size
         image = np.asarray(image)
         mask = np.asarray(mask, dtype=np.float32)
@@ -270,8 +279,11 @@ class FaceAligner:
         (x, y, w, h), weight = hw
         inv = cv2.invertAffineTransform(np.asarray(M, np.float64))
         inv[:, 2] -= (x, y)                        # map the crop onto the ROI only
-        gen = cv2.warpAffine(np.ascontiguousarray(image), inv, (w, h), flags=cv2.INTER_LINEAR,
-                             borderMode=cv2.BORDER_REPLICATE).astype(np.float32)
+        if fields is None:
+            gen = cv2.warpAffine(np.ascontiguousarray(image), inv, (w, h), flags=cv2.INTER_LINEAR,
+                                 borderMode=cv2.BORDER_REPLICATE).astype(np.float32)
+        else:
+            gen = warp_frame(out if source is None else source, M, fields, (x, y, w, h))
         m = cv2.warpAffine(np.clip(mask, 0.0, 1.0), inv, (w, h), flags=cv2.INTER_LINEAR,
                            borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
         alpha = (weight * m)[..., None]            # (g) mask blend × (h) hull merge
@@ -317,10 +329,11 @@ class FaceAligner:
             Ms = [self.transform(f.landmarks) for f in gen]
             crops = np.stack([self._warp_rgb(rgb, M) for M in Ms])
             t2 = time.perf_counter()
-            images, masks = _check_net_output(net(crops), len(gen), self.size)
+            images, masks, fields = _check_net_output(net(crops), len(gen), self.size)
             t3 = time.perf_counter()
-            for face, M, img, msk in zip(gen, Ms, images, masks):
-                self._paste_inplace(out, face, M, img, msk)
+            for i, (face, M) in enumerate(zip(gen, Ms)):
+                self._paste_inplace(out, face, M, images[i], masks[i],
+                                    None if fields is None else fields[i], rgb)
             info["transforms"] = Ms
             times.update(warp=t2 - t1, net=t3 - t2, paste=time.perf_counter() - t3)
             if check and self.check is not None:
@@ -340,11 +353,40 @@ class FaceAligner:
         return out, info
 
 
-def _check_net_output(result: Any, n: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+def warp_frame(frame: np.ndarray, M: np.ndarray, fields: np.ndarray,
+               roi: tuple[int, int, int, int]) -> np.ndarray:
+    """A warp head's face at the frame's own resolution, on ``roi`` = (x, y, w, h): float32
+    h×w×3. The crop's output is source_crop(p + f(p)) with p = M·q, so the frame pixel q takes
+    frame(q + A⁻¹·f(M·q)), A the linear part of ``M``; the luma change (``fields[..., 2]``,
+    grey levels) is added to every channel. Outside the crop the fields are 0."""
+    x, y, w, h = roi
+    inv = cv2.invertAffineTransform(np.asarray(M, np.float64))
+    inv_roi = inv.copy()
+    inv_roi[:, 2] -= (x, y)
+    f = cv2.warpAffine(np.ascontiguousarray(fields, np.float32), inv_roi, (w, h),
+                       flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
+    d = f[..., :2] @ inv[:, :2].T.astype(np.float32)        # crop pixels → frame pixels
+    gx, gy = np.meshgrid(np.arange(x, x + w, dtype=np.float32),
+                         np.arange(y, y + h, dtype=np.float32))
+    gen = cv2.remap(frame, gx + d[..., 0], gy + d[..., 1], cv2.INTER_LINEAR,
+                    borderMode=cv2.BORDER_REFLECT_101).astype(np.float32)
+    return gen + f[..., 2:3]
+
+
+def _check_net_output(result: Any, n: int, size: int
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     try:
-        images, masks = result
+        images, masks, *rest = result
     except (TypeError, ValueError) as exc:
-        raise DeidError("net must return a pair (images, masks)") from exc
+        raise DeidError("net must return a pair (images, masks) or (images, masks, fields)") from exc
+    if len(rest) > 1:
+        raise DeidError("net must return a pair (images, masks) or (images, masks, fields)")
+    fields = None
+    if rest:
+        fields = np.asarray(rest[0], dtype=np.float32)
+        if fields.shape != (n, size, size, 3) or not np.isfinite(fields).all():
+            raise DeidError(f"net fields must be finite float {n}×{size}×{size}×3, got "
+                            f"{fields.shape}")
     images = np.asarray(images)
     masks = np.asarray(masks, dtype=np.float32)
     if masks.ndim == 4 and masks.shape[-1] == 1:
@@ -357,7 +399,7 @@ def _check_net_output(result: Any, n: int, size: int) -> tuple[np.ndarray, np.nd
     if not np.isfinite(masks).all() or masks.min() < -1e-4 or masks.max() > 1 + 1e-4:
         raise DeidError(f"net masks must lie in [0, 1], got range "
                         f"[{np.nanmin(masks):.3g}, {np.nanmax(masks):.3g}]")
-    return images, masks
+    return images, masks, fields
 
 
 def passthrough_crops(crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

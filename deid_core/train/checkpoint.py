@@ -58,11 +58,13 @@ def load_matching_weights(module: torch.nn.Module, state: dict) -> tuple[int, li
 
 def export_weights(src: str | os.PathLike, dst: str | os.PathLike, half: bool = True,
                    lam: float | None = None, overwrite: bool = False,
-                   detail_sigma: float | None = None, source_chroma: bool | None = None) -> Path:
+                   detail_sigma: float | None = None, source_chroma: bool | None = None,
+                   warp_at: str | None = None) -> Path:
     """Weights-only copy of a training checkpoint (generator + config + λ state), fp16 by
     default. ``lam`` sets the default λ of a λ-conditioned model (used when none is given);
     ``detail_sigma`` sets the model's source-detail transfer (0 = off), ``source_chroma``
-    whether the output takes the source's chroma."""
+    whether the output takes the source's chroma, ``warp_at`` where the pipeline applies a
+    warp head's flow (``"frame"``: the full-resolution frame; ``"crop"``: the 128-px crop)."""
     src, dst = Path(src), Path(dst)
     if dst.exists() and (not overwrite or dst.resolve() == src.resolve()):
         raise DeidError(f"{dst} exists: choose another output (or --overwrite; never the input)")
@@ -85,5 +87,9 @@ def export_weights(src: str | os.PathLike, dst: str | os.PathLike, half: bool = 
         cfg["model"]["detail_sigma"] = float(detail_sigma)
     if source_chroma is not None:
         cfg["model"]["source_chroma"] = bool(source_chroma)
+    if warp_at is not None:
+        if warp_at not in ("frame", "crop"):
+            raise DeidError(f"warp_at must be 'frame' or 'crop', got {warp_at!r}")
+        cfg["model"]["warp_at"] = warp_at
     return atomic_save({"config": cfg, "generator": gen, "step": int(ck.get("step", 0)),
                         "lam_state": lam_state, "deid_version": ck.get("deid_version")}, Path(dst))

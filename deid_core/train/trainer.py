@@ -43,9 +43,10 @@ from deid_core.face import template_landmarks
 from deid_core.identity import load_identity_network
 from deid_core.losses import (PerceptualLoss, compound_loss, generator_terms, loss_discriminator,
                               loss_discriminator_ns, masked_output, mixup, sample_mixup)
-from deid_core.model import (Generator, ModelConfig, source_transfer, build_discriminator,
-                             to_uint8, load_checkpoint, resolve_device)
+from deid_core.model import (Generator, ModelConfig, build_discriminator, to_uint8,
+                             load_checkpoint, resolve_device)
 from deid_core.recipe import dial
+from deid_core.transfer import source_transfer
 from deid_core.train.checkpoint import (CHECKPOINT_NAME, atomic_save, load_matching_weights,
                                         rng_state, set_rng_state)
 from deid_core.train.config import LOSS_KEYS, TrainConfig, lam_at, sample_lams
@@ -326,7 +327,7 @@ class Trainer:
     def load_state_dict(self, ck: dict, where: str = "state") -> None:
         """Restore networks, optimizers, step, λ and RNG states from :meth:`state_dict`."""
         saved = ModelConfig.from_dict(ck["config"]["model"])
-        for k in ("detail_sigma", "source_chroma"):     # no weights: may change between runs
+        for k in ("detail_sigma", "source_chroma", "warp_at"):   # no weights: may change between runs
             setattr(saved, k, getattr(self.mcfg, k))
         if saved != self.mcfg:
             raise DeidError(f"{where} was trained with another model config ({saved.name}); "

@@ -135,13 +135,17 @@ class FrameReader(threading.Thread):
         self.error: str | None = None
         self.decoded = 0
         self.seconds = 0.0
-        self._stop = threading.Event()
+        self._halt = threading.Event()   # not _stop: threading.Thread has a _stop()
 
-    def stop(self) -> None:
-        self._stop.set()
+    def stop(self, timeout: float = 10.0) -> None:
+        """End decoding and wait for the thread (at most ``timeout`` s): a daemon thread still
+        inside FFmpeg while the interpreter shuts down (after SIGTERM) can crash it."""
+        self._halt.set()
+        if self.is_alive() and threading.current_thread() is not self:
+            self.join(timeout)
 
     def _put(self, item: Any) -> bool:
-        while not self._stop.is_set():
+        while not self._halt.is_set():
             try:
                 self.q.put(item, timeout=0.1)
                 return True
@@ -157,7 +161,7 @@ class FrameReader(threading.Thread):
                 tb = vs.time_base or Fraction(1, 90000)
                 fps = vs.average_rate or vs.guessed_rate or Fraction(25)
                 it = c.decode(vs)
-                while not self._stop.is_set():
+                while not self._halt.is_set():
                     t0 = time.thread_time()
                     try:
                         f = next(it)

@@ -56,15 +56,19 @@ class LiveSource(threading.Thread):
         self.realtime, self.max_frames = realtime, max_frames
         self.q: queue.Queue = queue.Queue(maxsize=maxsize)
         self.captured = self.dropped = 0
-        self._stop = threading.Event()
+        self._halt = threading.Event()   # not _stop: threading.Thread has a _stop()
 
-    def stop(self) -> None:
-        self._stop.set()
+    def stop(self, timeout: float = 10.0) -> None:
+        """End capture and wait for the thread (at most ``timeout`` s), so that the camera is
+        released before the interpreter exits."""
+        self._halt.set()
+        if self.is_alive() and threading.current_thread() is not self:
+            self.join(timeout)
 
     def run(self) -> None:
         t0 = time.perf_counter()
         try:
-            while not self._stop.is_set():
+            while not self._halt.is_set():
                 ok, bgr = self.cap.read()
                 if not ok:
                     break

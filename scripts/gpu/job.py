@@ -51,7 +51,8 @@ from deid_core.augment import distort  # noqa: E402
 from deid_core.errors import DeidError  # noqa: E402
 from deid_core.identity.dlib_net import DlibIdentity  # noqa: E402
 from deid_core.pipeline import Deidentifier  # noqa: E402
-from deid_core.model import Generator, ModelConfig, load_checkpoint, source_transfer  # noqa: E402
+from deid_core.model import Generator, ModelConfig, load_checkpoint  # noqa: E402
+from deid_core.transfer import source_transfer  # noqa: E402
 from deid_core.train import TrainConfig, Trainer  # noqa: E402
 from deid_core.recipe import TUNED_OPTIONS, RecipeConfig, parse_options  # noqa: E402
 
