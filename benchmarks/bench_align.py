@@ -7,7 +7,13 @@ pass-through and not timed. Baseline: HOG detection at full scale; the fast path
 on the frame downscaled by ``detect_scale`` (landmarks still at full scale). Ratios are
 against the baseline measured in the same process (median of ``--repeats`` runs).
 
+``--paste-paths``: the paste step (f+g+h) of a warp head at the frame's resolution
+(:func:`~deid_core.face.aligner.warp_frame`: the crop's flow mapped into the frame, one
+``cv2.remap``) against pasting the 128-px crop (baseline), on the 640×480 frame and on the
+same frame scaled to 1080p.
+
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_align.py [--repeats 20] [--all-detectors]
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_align.py --paste-paths
 """
 from __future__ import annotations
 
@@ -65,12 +71,43 @@ def time_once(aligner: FaceAligner, frame: np.ndarray) -> tuple[dict[str, float]
     return dict(zip(STAGES, (t1 - t0, t2 - t1, t3 - t2, t5 - t4))), len(faces)
 
 
+def paste_paths(repeats: int) -> None:
+    """Median ms of the paste step per path and frame size (see the module doc)."""
+    aligner = FaceAligner(AlignConfig(size=128))
+    rng = np.random.default_rng(0)
+    coarse = rng.normal(0, 2.0, (8, 8, 3)).astype(np.float32)
+    fields = cv2.resize(coarse, (128, 128), interpolation=cv2.INTER_CUBIC)   # a smooth flow
+    mask = np.ones((128, 128), np.float32)
+    print(f"paste step, 1 face, crop 128, median of {repeats} runs, ms")
+    for label, scale in (("640x480", 1.0), ("1920x1440 (1080p-scale face)", 3.0)):
+        frame = test_frame()
+        if scale != 1.0:
+            frame = cv2.resize(frame, None, fx=scale, fy=scale, interpolation=cv2.INTER_CUBIC)
+        face = aligner.detect(frame)[0]
+        M = aligner.transform(face.landmarks)
+        crop = aligner.warp(frame, M)
+        t: dict[str, list[float]] = {"crop": [], "frame": []}
+        for _ in range(repeats):                                   # interleaved: fair under load
+            for path, f in (("crop", None), ("frame", fields)):
+                t0 = time.perf_counter()
+                aligner.paste(frame, face, M, crop, mask, fields=f)
+                t[path].append(time.perf_counter() - t0)
+        crop_ms, frame_ms = (statistics.median(t[k]) * 1000 for k in ("crop", "frame"))
+        print(f"{label:30s} crop paste {crop_ms:7.2f}  frame warp {frame_ms:7.2f}  "
+              f"x crop {frame_ms / crop_ms:5.2f}")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--repeats", type=int, default=20)
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--all-detectors", action="store_true", help="also time dlib CNN and MTCNN")
+    ap.add_argument("--paste-paths", action="store_true",
+                    help="time a warp head's frame-resolution paste against the crop paste")
     args = ap.parse_args(argv)
+    if args.paste_paths:
+        paste_paths(args.repeats)
+        return 0
     frame = test_frame()
     runs = [("hog scale 1.0 (baseline)", AlignConfig(size=args.size)),
             ("hog scale 0.5 (fast path)", AlignConfig(size=args.size, detect_scale=0.5)),

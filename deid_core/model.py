@@ -25,11 +25,12 @@ field existed load with ``id_norm=False`` and behave as trained.
 Beyond the paper: an optional λ-conditioning — normalised λ (:func:`lam_feature`, log or
 linear scale) concatenated to the latent and/or FiLM (scale, shift) on the decoder blocks —
 so one network serves every λ at inference time. Optionally the source crop's fine detail
-is added to the raw output (:func:`add_source_detail`, ``detail_sigma``), and its chroma
-replaces the raw output's (:func:`take_source_chroma`, ``source_chroma``). Optionally a warp
-head replaces the image head (``flow_px``): the raw output is the source crop resampled along
-a smooth, bounded flow (:func:`smooth_field`, :func:`warp`), optionally re-shaded in luma
-(``flow_luma``), with bounds that can grow with λ (``flow_dial``). A patch discriminator
+is added to the raw output (``detail_sigma``), and its chroma replaces the raw output's
+(``source_chroma``; both in :mod:`deid_core.transfer`). Optionally a warp head replaces the
+image head (``flow_px``): the raw output is the source crop resampled along a smooth, bounded
+flow (:meth:`Generator.warp_fields`, :func:`~deid_core.transfer.render_warp`), optionally
+re-shaded in luma (``flow_luma``), with bounds that can grow with λ (``flow_dial``); the
+pipeline may apply that flow to the full-resolution frame instead of the crop (``warp_at``). A patch discriminator
 with logits, spectral norm and several scales (``disc_kind="patch"``) serves the ``deid``
 training recipe (see :mod:`deid_core.recipe`); ``"paper"`` is the §3.1 discriminator.
 

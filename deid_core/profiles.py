@@ -71,7 +71,7 @@ def _smoke(device: str, data_dir: str | None) -> Profile:
     return Profile(
         name="smoke", device=device, data_dir=data_dir,
         n_prepare=24, preset="compact-128-lamcond", train_steps=40, train_batch=8,
-        train_data="sample", lams=[0.0, 1e-7, 1e-6, 5e-6, 1e-5, 2e-5], n_sweep_faces=6,
+        train_data="sample", lams=[0.0, 5e-6, 1e-5, 1.5e-5, 2e-5], n_sweep_faces=6,
         evaluators=["facenet-casia", "sface"], n_eval_identities=16, lfw_pairs=0,
         study_persons=5, max_frames=0,
         # per-cell limits that catch a hung kernel, with room for a busy shared CPU

@@ -1,5 +1,5 @@
-"""Recipe ablation: the same short run (data, steps, seed, warm start) for ``paper``, ``deid``
-and ``deid`` minus each of its changes, each measured on the held-out NASA faces with the
+"""Recipe ablation: the same short run (data, steps, seed, warm start) for ``paper``, ``deid``,
+``deid`` minus each of its changes and ``deid`` plus the warp head, each measured on the held-out NASA faces with the
 naturalness and identity metrics (``deid eval naturalness``) at the top of its dial.
 
     python scripts/recipe_ablation.py --steps 300 --batch 8 \\
@@ -39,6 +39,8 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "deid − ema": ("deid", {"ema": False}),
     "deid − uniform λ": ("deid", {"lam_sampling": "loguniform"}),
     "deid − source detail": ("deid", {"detail_sigma": 0.0}),
+    # beyond deid: the default model's warp head (a zero-initialised flow head on the same trunk)
+    "deid + warp head": ("deid", {"flow_px": 5.0, "flow_dial": True, "detail_sigma": 0.0}),
 }
 
 

@@ -100,7 +100,7 @@ def test_tiny_carry(tiny_carry):
     assert not set(index["persons"]) & set(hindex["persons"])   # held-out persons never train
     assert (tiny_carry / manifest["dlib"]).stat().st_size < 12 * MiB
     if manifest.get("init") and manifest["init_recipe"] != manifest["recipe"]:
-        # the old paper-recipe starter: the job trains the preset the recipe was tuned on
+        # e.g. the first, paper-recipe starter: the job trains the preset the recipe was tuned on
         assert manifest["preset"] == "compact-128w-lamcond"
 
 
@@ -122,8 +122,9 @@ def test_job_dry_run(tiny_carry, tmp_path):
                 "compile", "latency_128", "latency_256", "paste"):
         assert key in bench, key
     assert bench["steps"] == 6 and bench["train_img_per_s"] > 0
-    # carried weights of another model config (the committed paper-recipe starter) are
-    # warm-started tensor by tensor, not ignored
+    # carried weights of another model config (e.g. the first, paper-recipe starter) are
+    # warm-started tensor by tensor, not ignored; a model of the job's preset and recipe
+    # (the committed warp-head model) is continued as trained
     if not json.loads((tiny_carry / "manifest.json").read_text()).get("init_matches", True):
         assert bench["init"].startswith("warm start from") and bench["prior_steps"] == 0
     assert set(bench["paste"]) == {"320x240", "640x360"}
@@ -134,7 +135,8 @@ def test_job_dry_run(tiny_carry, tmp_path):
     from deid_core.pipeline import Deidentifier
     deid = Deidentifier.from_checkpoint(ck_path)
     G = torch.load(ck_path, map_location="cpu", weights_only=False)
-    assert G["step"] == 6 and G["discriminator"] is not None and G["gpu_job"]["status"] == "ok"
+    assert G["step"] == bench["prior_steps"] + 6 == bench["total_steps"]    # continued or fresh
+    assert G["discriminator"] is not None and G["gpu_job"]["status"] == "ok"
     assert deid.cfg.name == bench["preset"]
     with pytest.raises(subprocess.CalledProcessError):   # never over an existing file
         subprocess.run([sys.executable, str(GPU / "unpack.py"), str(out), str(ck_path)],
@@ -148,7 +150,7 @@ def test_job_dry_run(tiny_carry, tmp_path):
     run([str(GPU / "job.sh"), "--dry-run", "--carry", str(carry2), "--out", str(out2),
          "--max-steps", "3"], timeout=300, env={**ENV, "PYTHON": sys.executable})
     bench2 = json.loads((out2 / "bench.json").read_text())
-    assert bench2["prior_steps"] == 6 and bench2["total_steps"] == 9
+    assert bench2["prior_steps"] == G["step"] and bench2["total_steps"] == G["step"] + 3
     assert bench2["init_discriminator"] and bench2["init"].endswith("init.pt")
     assert "continuing as trained" in (out2 / "job.log").read_text()
 
@@ -190,3 +192,9 @@ def test_job_recipe_options_tuned_then_init_then_command_line():
     cfg = job.parse_args(["--recipe", "deid", "--option", "dial_gamma=1.2", "--plain"])
     assert job.job_options(cfg, same) == {"dial_gamma": "1.2", "curriculum": False}
     assert job.job_options(job.parse_args(["--recipe", "paper"]), {}) == {}
+    # a continued warp head keeps exactly its own switches: the tuned hinges fight a warp
+    warp = {"options": {"flow_px": 5.0, "flow_dial": True, "curriculum": False}}
+    assert job.job_options(job.parse_args(["--recipe", "deid"]), warp) == warp["options"]
+    # ... unless the command line turns it back into an image head
+    cfg = job.parse_args(["--recipe", "deid", "--option", "flow_px=0"])
+    assert job.job_options(cfg, warp)["luma_mid"] == TUNED_OPTIONS["luma_mid"]

@@ -167,6 +167,10 @@ def test_cli_train_and_resume_on_a_prepared_cache(portrait_paths, tmp_path, caps
                  "--source-chroma", "on"]) == 0
     assert load_checkpoint(tmp_path / "w3.pt")["config"]["model"]["source_chroma"] is True
     assert not load_checkpoint(run / "checkpoint.pt")["config"]["model"]["source_chroma"]
+    # --warp-at: where a warp head's flow is applied (the frame, or the paper's 128-px crop)
+    assert main(["export", str(run / "checkpoint.pt"), str(tmp_path / "w4.pt"), "--warp-at", "crop"]) == 0
+    assert load_checkpoint(tmp_path / "w4.pt")["config"]["model"]["warp_at"] == "crop"
+    assert Deidentifier.from_checkpoint(tmp_path / "w4.pt", "cpu").cfg.warp_at == "crop"
     assert main(["train", "--data", str(tmp_path / "cache"), "--out", str(run), "--lam", "x:y"]) == 1
 
 

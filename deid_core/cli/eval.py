@@ -110,6 +110,7 @@ def add_eval(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--lams", type=float, nargs="+", help="λ values for one λ-conditioned --checkpoint")
     q.add_argument("--pair", action="append", metavar="LAM=CKPT", help="one checkpoint per λ (repeatable)")
     q.add_argument("--max-images", type=int, default=4)
+    q.add_argument("--grid-rows", type=int, default=6, help="faces shown in the grid figure")
     _common(q, lam=False)
 
     def run_lam(a):
@@ -123,7 +124,7 @@ def add_eval(sub: argparse._SubParsersAction) -> None:
         if not ck:
             raise DeidError("give --checkpoint with --lams, or --pair LAM=CKPT ...")
         print(run_lambda(a.images, ck, a.evaluator or list(DEFAULT_EVALUATORS), a.max_images, a.weights,
-                         **_kw(a)).to_string(index=False))
+                         grid_rows=a.grid_rows, **_kw(a)).to_string(index=False))
         return 0
     q.set_defaults(func=run_lam)
 

@@ -138,9 +138,11 @@ def _save(fig, path: Path) -> None:
 
 
 def run_lambda(images_dir: str | None, checkpoints: dict[float, str], evaluators: Sequence[str] = DEFAULT_EVALUATORS,
-               max_images: int | None = 4, weights: str | None = None, name: str = "fig9_lambda"):
+               max_images: int | None = 4, weights: str | None = None, name: str = "fig9_lambda",
+               grid_rows: int = 6):
     """Fig. 9 (``deid eval lambda``): ``checkpoints`` maps λ to a checkpoint (the same path for
-    every λ = one λ-conditioned model)."""
+    every λ = one λ-conditioned model); the grid shows the first ``grid_rows`` faces."""
     ims, lms, names = load_faces(images_dir or str(paths.sample_dir() / "portraits"), max_images)
     transforms = {lam: deid_transform(ck, lam=lam) for lam, ck in checkpoints.items()}
-    return lambda_sweep(ims, lms, transforms, load_evaluators(evaluators, weights), name=name, labels=names)
+    return lambda_sweep(ims, lms, transforms, load_evaluators(evaluators, weights), name=name,
+                        labels=names, grid_rows=grid_rows)

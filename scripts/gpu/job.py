@@ -260,12 +260,15 @@ def as_trained(init: dict | None, preset: str, recipe: str) -> dict:
 
 
 def job_options(cfg: JobConfig, same: dict) -> dict:
-    """Recipe switches of this run: for ``deid`` the tuned ones (``recipe.TUNED_OPTIONS``,
-    unless ``--plain``), then those of the model being continued (:func:`as_trained`), then
-    the command line's ``--option``s."""
-    options = dict(TUNED_OPTIONS) if cfg.tuned and cfg.recipe == "deid" else {}
-    options.update(same.get("options", {}))
+    """Recipe switches of this run: for ``deid`` with an image head the tuned ones
+    (``recipe.TUNED_OPTIONS``, unless ``--plain``; tuned on the image head, their mid-band
+    hinges would fight every warp), then those of the model being continued
+    (:func:`as_trained`), then the command line's ``--option``s."""
+    options = dict(same.get("options", {}))
     options.update(cfg.options)
+    warp_head = float(options.get("flow_px", 0) or 0) > 0
+    if cfg.tuned and cfg.recipe == "deid" and not warp_head:
+        options = {**TUNED_OPTIONS, **options}
     return options
 
 
@@ -285,6 +288,9 @@ def build_trainer(cfg: JobConfig, identity: DlibIdentity, work: Path,
         if same:
             log.info("continuing as trained: model %s, recipe options %s", same["model"],
                      same["options"])
+        if same:        # a model field set on the command line wins over the init's own
+            same = {**same, "model": {k: v for k, v in same["model"].items()
+                                      if k not in cfg.options}}
         kw.update({k: v for k, v in same.items() if k in names})
         options = job_options(cfg, same)
         if options and "options" in names:

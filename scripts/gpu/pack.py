@@ -31,6 +31,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import shards  # noqa: E402
+from job import as_trained  # noqa: E402
 from deid_core import paths  # noqa: E402
 from deid_core.face import IMAGE_SUFFIXES, AlignConfig, FaceAligner, read_image  # noqa: E402
 from deid_core.train import read_face_index  # noqa: E402
@@ -279,7 +280,9 @@ def main(argv: list[str] | None = None) -> int:
     if init is not None:
         from deid_core.model import ModelConfig
         want = ModelConfig.from_dict(job_model_config(manifest["preset"], a.recipe))
-        manifest["init_matches"] = ModelConfig.from_dict(model) == want
+        # the job continues a model of its own preset and recipe as trained (job.as_trained)
+        continued = bool(as_trained({"config": init_cfg}, manifest["preset"], a.recipe))
+        manifest["init_matches"] = continued or ModelConfig.from_dict(model) == want
         if not manifest["init_matches"]:
             print(f"NOTE: {init.name} is not a {manifest['preset']} model of the {a.recipe} recipe "
                   f"(its config differs): the job warm-starts the tensors whose names and "
