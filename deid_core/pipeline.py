@@ -27,7 +27,7 @@ import dataclasses
 import os
 import warnings
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -228,8 +228,7 @@ class Deidentifier:
         fields = torch.cat([flow.float(), luma], 1).permute(0, 2, 3, 1)
         return z, m, np.ascontiguousarray(fields.cpu().numpy(), dtype=np.float32)
 
-    def crop_fn(self, target_embedding: np.ndarray | None, lam: float | None = None
-               ) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    def crop_fn(self, target_embedding: np.ndarray | None, lam: float | None = None) -> CropFn:
         """Step e for :meth:`FaceAligner.process`: crops uint8 N×S×S×3 →
         (images uint8 N×S×S×3, masks float32 N×S×S), plus the warp fields
         (:meth:`generate_warp`) for a warp head with ``warp_at="frame"``.
@@ -242,7 +241,7 @@ class Deidentifier:
                 raise DeidError(f"target embedding must have {self.cfg.id_dim} values, got "
                                 f"{target.shape[1]}")
 
-        def net(crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        def net(crops: np.ndarray) -> tuple[np.ndarray, ...]:
             crops = np.asarray(crops)
             if crops.ndim != 4 or crops.shape[1:] != (self.size, self.size, 3) or crops.dtype != np.uint8:
                 raise DeidError(f"crops must be uint8 N×{self.size}×{self.size}×3, got "

@@ -45,7 +45,8 @@ from deid_core.face.template import square_box, apply_affine, grow_box, template
 log = logging.getLogger(__name__)
 
 
-CropFn = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+#: step e: crops → (images, masks) or, for a warp head, (images, masks, fields)
+CropFn = Callable[[np.ndarray], tuple[np.ndarray, ...]]
 
 
 class FaceAligner:
