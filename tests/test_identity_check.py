@@ -143,6 +143,16 @@ def test_pipeline_wiring_and_cli_switch(tmp_path, portrait_paths):
         assert parser.parse_args(argv).no_check is False
         assert parser.parse_args(argv + ["--no-check"]).no_check is True
     assert parser.parse_args(["live", "--check-every", "2"]).check_every == 2
-    # the committed model changes every held-out face beyond the rule: nothing pixelated
-    s = deidentify_image(portrait_paths[0], tmp_path / "o.png", None)
-    assert s["n_faces"] == 1 and s["n_recognisable"] == 0
+    # the committed model on two held-out faces (with the warp-head model: one pixelated, one
+    # not): the check pixelates exactly the faces whose network output (no check) the rule
+    # calls recognisable, and only those differ from the network's output
+    check = IdentityCheck()
+    for path in portrait_paths[1:3]:
+        raw = deidentify_image(path, tmp_path / f"raw_{path.stem}.png", None, check=False)
+        out = deidentify_image(path, tmp_path / f"chk_{path.stem}.png", None)
+        src, raw_img, out_img = (A.read_image(p) for p in (path, raw["output"], out["output"]))
+        face = A.FaceAligner(A.AlignConfig(size=128)).detect(src)[0]
+        flagged = check(src, raw_img, face)
+        assert raw["n_recognisable"] == 0 and out["n_faces"] == 1
+        assert out["n_recognisable"] == int(flagged), check.last
+        assert np.array_equal(raw_img, out_img) == (not flagged)
