@@ -1,10 +1,15 @@
 """Recipe ablation: the same short run (data, steps, seed, warm start) for ``paper``, ``deid``,
-``deid`` minus each of its changes and ``deid`` plus the warp head, each measured on the held-out NASA faces with the
-naturalness and identity metrics (``deid eval naturalness``) at the top of its dial.
+``deid`` minus each of its changes and ``deid`` plus the warp head, each measured on the
+held-out NASA faces with the naturalness and identity metrics (``deid eval naturalness``) at
+the top of its dial.
 
-    python scripts/recipe_ablation.py --steps 300 --batch 8 \\
+    python scripts/recipe_ablation.py --steps 60 --batch 8 \\
         --data ~/.cache/deid/faces/celeba-wild-256_s128_hog ~/.cache/deid/faces/nasa-portraits_s128_hog \\
-        --init data/checkpoints/compact-128-lamcond_starter.pt --out runs/ablation
+        --init STARTER_V1.pt --out runs/ablation --max-images 12
+
+The committed table (``data/checkpoints/eval/deid_recipe_v2/recipe_ablation*.md``) started
+every variant from the first starter's weights (``git show
+3cb0ce3:data/checkpoints/compact-128-lamcond_starter.pt > STARTER_V1.pt``).
 
 Writes ``results/tables/recipe_ablation.md|csv`` (one row per variant). Every variant is its
 own run folder; a finished one is reused (rerun after an interruption to continue).
