@@ -2,7 +2,7 @@
 # Recipe of the default model (data/checkpoints/, see MODEL_CARD.md there): its last stage,
 # and the evaluations behind its card.
 #
-#   INIT=runs/starter-v2t/checkpoint.pt scripts/make_starter.sh    # CPU, as shipped (last stage)
+#   INIT=runs/starter-w4/checkpoint.pt scripts/make_starter.sh     # CPU, as shipped (last stage: w7)
 #   SKIP_TRAIN=1 RUN=runs/starter-w7 scripts/make_starter.sh        # export + evaluate a run
 #   DEVICE=cuda BATCH=32 STEPS=20000 RUN=runs/starter-gpu scripts/make_starter.sh   # on a GPU
 #
@@ -22,7 +22,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DEVICE=${DEVICE:-cpu}
-STEPS=${STEPS:-2400}
+STEPS=${STEPS:-900}
 BATCH=${BATCH:-8}
 LR=${LR:-1e-4}
 THREADS=${THREADS:-2}
