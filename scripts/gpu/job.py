@@ -288,7 +288,7 @@ def build_trainer(cfg: JobConfig, identity: DlibIdentity, work: Path,
         if same:
             log.info("continuing as trained: model %s, recipe options %s", same["model"],
                      same["options"])
-        if same:        # a model field set on the command line wins over the init's own
+            # a model field set on the command line wins over the init's own
             same = {**same, "model": {k: v for k, v in same["model"].items()
                                       if k not in cfg.options}}
         kw.update({k: v for k, v in same.items() if k in names})
