@@ -258,12 +258,14 @@ class FaceAligner:
             out = to_rgb_uint8(frame, name="frame").copy()   # keeps config.order's channels
         if self.config.order == "bgr":
             image = np.asarray(image)[..., ::-1]              # blend in the frame's order
-        source = None if fields is None else out.copy()
-        return self._paste_inplace(out, face, M, image, mask, fields, source)
+        return self._paste_inplace(out, face, M, image, mask, fields)
 
     def _paste_inplace(self, out: np.ndarray, face: Face, M: np.ndarray, image: np.ndarray,
                        mask: np.ndarray, fields: np.ndarray | None = None,
                        source: np.ndarray | None = None) -> np.ndarray:
+        """``source``: the frame a warp head's fields resample (default ``out``, read before
+        this face is written; :meth:`process` passes the untouched input, which earlier faces
+        of the frame have not changed)."""
         S = self.size
         image = np.asarray(image)
         mask = np.asarray(mask, dtype=np.float32)

@@ -16,7 +16,7 @@ import torch
 
 from deid_core import paths
 from deid_core.errors import DeidError
-from deid_core.model import load_checkpoint
+from deid_core.model import ModelConfig, load_checkpoint
 
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -88,8 +88,7 @@ def export_weights(src: str | os.PathLike, dst: str | os.PathLike, half: bool = 
     if source_chroma is not None:
         cfg["model"]["source_chroma"] = bool(source_chroma)
     if warp_at is not None:
-        if warp_at not in ("frame", "crop"):
-            raise DeidError(f"warp_at must be 'frame' or 'crop', got {warp_at!r}")
         cfg["model"]["warp_at"] = warp_at
+        ModelConfig.from_dict(cfg["model"])          # validates the changed config
     return atomic_save({"config": cfg, "generator": gen, "step": int(ck.get("step", 0)),
                         "lam_state": lam_state, "deid_version": ck.get("deid_version")}, Path(dst))
