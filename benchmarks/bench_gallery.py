@@ -1,4 +1,4 @@
-"""Benchmark: large-gallery ranking (issue 10) — probes/s against a synthetic 54,000-identity gallery.
+"""Benchmark: large-gallery ranking — probes/s against a synthetic 54,000-identity gallery.
 
 Run: ``OMP_NUM_THREADS=1 python benchmarks/bench_gallery.py [--identities 54000 --dim 512]``.
 Prints probes/s for the batched ranker and the ratio against a per-probe matrix-vector baseline

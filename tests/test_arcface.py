@@ -1,4 +1,4 @@
-"""ArcFace backend (issue 10) without real weights: a random ResNet-style net with ArcFace's I/O
+"""ArcFace backend without real weights: a random ResNet-style net with ArcFace's I/O
 signature exported to ONNX, loaded through the backend; the offline error; 5-point alignment."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""CUDA paths (issue 19): one training step in each AMP mode, channels-last, inference and the
+"""CUDA paths: one training step in each AMP mode, channels-last, inference and the
 video network path on the GPU, compared with the CPU.
 
 Run on a GPU machine with one command (pytest is optional)::

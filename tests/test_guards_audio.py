@@ -1,4 +1,4 @@
-"""Guards (issue 19): the audio of `deid video` is kept, not just present.
+"""Guards: the audio of `deid video` is kept, not just present.
 
 * copy mode (mp4-compatible codecs, here the AAC track of the embedded NASA clip): every audio
   packet of the input appears in the output with the same bytes, pts, dts and duration (a

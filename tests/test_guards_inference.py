@@ -1,4 +1,4 @@
-"""Guards (issue 19): the target identity reaches the network, in every inference path.
+"""Guards: the target identity reaches the network, in every inference path.
 
 The generator is replaced by :class:`EchoGenerator`, a stand-in whose output colour is a
 fixed function of the identity embedding it is given (and which records that embedding), so

@@ -1,4 +1,4 @@
-"""Guards (issue 19): outputs are replaced atomically — a failure mid-write keeps the previous
+"""Guards: outputs are replaced atomically — a failure mid-write keeps the previous
 file byte-identical and leaves no temp file (image writer, `deid image`, video writer).
 
 Failures are injected *inside* the write (the encoder writes part of the file, then raises), so

@@ -1,4 +1,4 @@
-"""Guards (issue 19): the λ of the multi-image perceptual loss, known answers.
+"""Guards: the λ of the multi-image perceptual loss, known answers.
 
 §3.2.1: L_p^c = Σ ℓ(s, z^c) + ℓ7(t, z^c) − λ·ℓ1×1(t, z^c). In the training code λ is given in
 paper units and multiplied by ``LossConfig.lam_unit`` (:func:`deid_core.losses.generator_terms`),

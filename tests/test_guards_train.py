@@ -1,4 +1,4 @@
-"""Guards (issue 19) for the training loop: autocast really on, atomic checkpoints, DDP data.
+"""Guards for the training loop: autocast really on, atomic checkpoints, DDP data.
 
 * bf16 autocast: forward hooks on the generator's and discriminator's layers record the dtype
   of their outputs *inside* ``Trainer.train_step`` (CPU bf16); with ``amp="off"`` everything is

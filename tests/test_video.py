@@ -1,4 +1,4 @@
-"""Video / live pipeline (issue 6): I/O with audio, tracking, smoothing, fail-closed, bad input.
+"""Video / live pipeline: I/O with audio, tracking, smoothing, fail-closed, bad input.
 
 Everything runs with stand-in networks (pass-through / constant colour / fixed pattern), so no
 trained model is needed. Detections of the embedded NASA clip are computed once per session
