@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from deid_core import paths  # noqa: E402
 
 
 def rate(fn, n_per_call: int, seconds: float) -> float:
@@ -32,14 +33,14 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=3.0)
     args = ap.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
-    import cv2
-    import dlib
-    import numpy as np
-    import torch
-    from deid_core import paths
-    from deid_core.face import read_image
-    from deid_core.identity import load_identity_network
-    from deid_core.identity.facenet import cv2_reference_net
+    # imported after OMP_NUM_THREADS is set: OpenMP and BLAS read it when they load
+    import cv2  # after OMP_NUM_THREADS
+    import dlib  # after OMP_NUM_THREADS
+    import numpy as np  # after OMP_NUM_THREADS
+    import torch  # after OMP_NUM_THREADS
+    from deid_core.face import read_image  # after OMP_NUM_THREADS
+    from deid_core.identity import load_identity_network  # after OMP_NUM_THREADS
+    from deid_core.identity.facenet import cv2_reference_net  # after OMP_NUM_THREADS
     torch.set_num_threads(args.threads)
     cv2.setNumThreads(args.threads)
 

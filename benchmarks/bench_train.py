@@ -20,6 +20,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from deid_core.identity import load_identity_network  # noqa: E402
 from deid_core.train import InMemoryFaces  # noqa: E402
 from deid_core.model import ModelConfig, count_parameters  # noqa: E402
 from deid_core.train import Trainer, TrainConfig  # noqa: E402
@@ -58,7 +59,6 @@ def main() -> None:
     ap.add_argument("--presets", nargs="+", default=["compact-128", "paper-128", "paper-256"])
     ap.add_argument("--csv", default=None)
     args = ap.parse_args()
-    from deid_core.identity import load_identity_network
     identity = load_identity_network("dlib", device=args.device)
     presets = ["compact-128"] + [p for p in args.presets if p != "compact-128"]
     rows = [bench(p, args.batch, args.steps, args.device, args.amp, identity) for p in presets]

@@ -52,6 +52,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")     # as the deid command li
 
 import cv2
 import numpy as np
+import pandas as pd
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from deid_core import pipeline  # noqa: E402
@@ -59,13 +61,13 @@ from deid_core.evaluate import video_metrics  # noqa: E402
 from deid_core import paths, video as V  # noqa: E402
 from deid_core.face import AlignConfig, FaceAligner, passthrough_crops  # noqa: E402
 from deid_core.identity.change import VisibleRule  # noqa: E402
+from deid_core.model import Generator, ModelConfig  # noqa: E402
+from deid_core.pipeline import Deidentifier, configure_threads  # noqa: E402
 
 
 def generator_net(preset: str = "compact-128", checkpoint: str | None = None, device: str = "cpu",
                   seed: int = 0):
     """A CropFn around a generator: uint8 crops → (uint8 images, float masks)."""
-    import torch
-    from deid_core.model import Generator, ModelConfig
     torch.manual_seed(seed)
     if checkpoint:
         ck = torch.load(checkpoint, map_location=device, weights_only=False)
@@ -183,7 +185,6 @@ class Competitor:
 
 
 def detector_speed(args) -> list[dict]:
-    from deid_core.pipeline import configure_threads
     threads = configure_threads(args.threads)
     net, size = generator_net(args.net, args.checkpoint, args.device)
     shared = paths.shared_data_dir()
@@ -249,7 +250,6 @@ def flicker_study(args) -> list[dict]:
         row = {"clip": clip.stem, "frames": len(frames), "frames_with_face": n_face}
         nets = [("pattern", V.pattern_crops(128)), ("passthrough", passthrough_crops)]
         if args.checkpoint:                 # the real model: each track's first face as target
-            from deid_core.pipeline import Deidentifier
             deid = deid_cache.setdefault("d", Deidentifier.from_checkpoint(args.checkpoint, args.device))
             nets.append(("model", pipeline.DeidentifierCropFns(deid)))
         for net_name, net in nets:
@@ -279,7 +279,6 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=90, help="frames per talking clip (--flicker)")
     ap.add_argument("--clips", nargs="*", default=None, help="talking clip names (--flicker)")
     args = ap.parse_args()
-    import pandas as pd
     rows = (flicker_study(args) if args.flicker else detector_speed(args) if args.detectors
             else throughput(args))
     df = pd.DataFrame(rows)

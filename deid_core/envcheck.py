@@ -5,6 +5,8 @@ import importlib.metadata as md
 import os
 import platform
 
+import torch
+
 from deid_core import paths
 from deid_core.errors import DeidError
 
@@ -31,8 +33,6 @@ def _version(name: str) -> str | None:
 
 def environment_report() -> dict:
     """A JSON-able summary of the machine, packages, CUDA and model files."""
-    import torch
-
     report: dict = {
         "python": platform.python_version(),
         "platform": platform.platform(),

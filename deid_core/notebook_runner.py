@@ -20,6 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
+import nbformat
+import papermill as pm
+from jupyter_client.kernelspec import KernelSpecManager
+
 from deid_core import paths
 from deid_core.errors import DeidError
 from deid_core.profiles import NOTEBOOKS, Profile, get_profile, notebook_parameters
@@ -68,8 +72,6 @@ class RunLog:
 
 def check_kernel(name: str = KERNEL_NAME) -> None:
     """DeidError with the fix when the Jupyter kernel ``name`` is not installed."""
-    from jupyter_client.kernelspec import KernelSpecManager
-
     if name not in KernelSpecManager().find_kernel_specs():
         raise DeidError(
             f"Jupyter kernel '{name}' not found: run scripts/bootstrap.sh (it runs "
@@ -78,8 +80,6 @@ def check_kernel(name: str = KERNEL_NAME) -> None:
 
 def find_failure(notebook: str, executed: Path, exc: BaseException) -> CellFailure:
     """Locate the failing cell in a (partially) executed notebook written by papermill."""
-    import nbformat
-
     cell_idx = count = None
     source = ""
     error = f"{type(exc).__name__}: {getattr(exc, 'evalue', None) or str(exc).strip()[-300:]}"
@@ -96,10 +96,10 @@ def find_failure(notebook: str, executed: Path, exc: BaseException) -> CellFailu
         if tags & _INJECTED_TAGS:
             continue
         src_index += 1
-        pm = cell.get("metadata", {}).get("papermill", {})
-        if pm.get("exception") or pm.get("status") == "failed":
+        state = cell.get("metadata", {}).get("papermill", {})
+        if state.get("exception") or state.get("status") == "failed":
             candidates.insert(0, (src_index, cell))
-        elif pm.get("status") == "running":   # a timeout or a dead kernel leaves it "running"
+        elif state.get("status") == "running":   # a timeout or a dead kernel leaves it "running"
             candidates.append((src_index, cell))
     if candidates:
         cell_idx, cell = candidates[0]
@@ -130,8 +130,6 @@ def run_notebooks(profile: Profile, results: str | Path | None = None,
 
     Raises nothing for a failing notebook: the log has ``status == "failed"`` and ``failure``.
     """
-    import papermill as pm
-
     check_kernel(kernel_name)
     root = paths.results_dir(results)
     executed_dir = root / "executed"
@@ -162,8 +160,6 @@ def run_notebooks(profile: Profile, results: str | Path | None = None,
 def _run(profile: Profile, root: Path, notebooks: Sequence[str], notebook_dir: Path, force: bool,
          kernel_name: str, progress_bar: bool | None, report: bool, log_path: Path,
          previous: dict, same_profile: bool, log: RunLog) -> RunLog:
-    import papermill as pm
-
     executed_dir = root / "executed"
     if progress_bar is None:
         progress_bar = sys.stderr.isatty()

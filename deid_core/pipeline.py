@@ -29,6 +29,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
 
@@ -84,7 +85,6 @@ def default_threads() -> int:
 
 def configure_threads(threads: int | None = None) -> int:
     """Set torch's and OpenCV's CPU thread counts (``None``: :func:`default_threads`)."""
-    import cv2
     n = default_threads() if threads is None else int(threads)
     if n < 1:
         raise DeidError(f"--threads must be >= 1, got {threads}")
@@ -277,7 +277,6 @@ def deidentify_image(src: str | os.PathLike, dst: str | os.PathLike,
     :class:`~deid_core.face.AlignConfig` overrides (``detector``, ``upsample``, ...; default:
     the shared defaults). Faces with unreliable landmarks are obscured (``n_obscured``), and so
     are faces the network left recognisable (``n_recognisable``; ``check=False``: no check)."""
-    import dataclasses
     check_lam(lam)
     src, dst = Path(src), Path(dst)
     if not src.is_file():

@@ -1,17 +1,18 @@
 """Figure helpers shared by the notebooks and the report (matplotlib, RGB uint8 images)."""
 from __future__ import annotations
 
+import io
 from typing import Mapping, Sequence
 
+import matplotlib.pyplot as plt
 import numpy as np
+from PIL import Image
 
 
 def image_grid(images: Sequence[np.ndarray], titles: Sequence[str] | None = None,
                landmarks: Sequence[np.ndarray | None] | None = None, ncols: int = 6,
                size: float = 1.8, row_labels: Sequence[str] | None = None):
     """A grid of RGB uint8 images, optionally with 68-point landmarks drawn over them."""
-    import matplotlib.pyplot as plt
-
     n = len(images)
     ncols = max(1, min(ncols, n))
     nrows = max(1, -(-n // ncols))
@@ -39,8 +40,6 @@ def image_grid(images: Sequence[np.ndarray], titles: Sequence[str] | None = None
 def loss_curves(history: Mapping[str, Sequence[float]], steps: Sequence[int] | None = None,
                 title: str = "training losses (Sec. 3.2 terms)"):
     """One log-scaled subplot per loss term (``history``: term -> values per logged step)."""
-    import matplotlib.pyplot as plt
-
     terms = [k for k, v in history.items() if len(v) and k not in ("step", "time", "lam")]
     n = max(1, len(terms))
     ncols = min(4, n)
@@ -68,10 +67,6 @@ def loss_curves(history: Mapping[str, Sequence[float]], steps: Sequence[int] | N
 
 def png_bytes(image: np.ndarray) -> bytes:
     """RGB uint8 image -> PNG bytes (for ``ipywidgets.Image``)."""
-    import io
-
-    from PIL import Image
-
     buf = io.BytesIO()
     Image.fromarray(np.asarray(image, dtype=np.uint8)).save(buf, format="PNG")
     return buf.getvalue()
@@ -91,7 +86,7 @@ def lambda_explorer(render, sources: Sequence[str], targets: Sequence[str],
     Returns the ``VBox`` (display it); its initial images are rendered now, so the saved
     widget state shows them in JupyterLab without a kernel.
     """
-    import ipywidgets as w
+    import ipywidgets as w  # optional: notebooks only
 
     if scale == "linear":
         slider = w.FloatSlider(value=lam_value, min=0.0, max=lam_max, step=lam_max / 20,

@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import random
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import numpy as np
+import torch
 
 from deid_core import paths
 from deid_core.errors import DeidError
@@ -105,7 +109,6 @@ def get_profile(name: str = "smoke", device: str | None = None, data_dir: str | 
     if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
         raise DeidError(f"unknown device '{device}': use cpu or cuda")
     if device.startswith("cuda"):
-        import torch
         if not torch.cuda.is_available():
             raise DeidError(f"--device {device} asked for, but torch sees no CUDA device "
                             f"(torch {torch.__version__}); use --device cpu")
@@ -169,21 +172,13 @@ class Runtime:
 def resolve_runtime(device: str = "auto", results_dir: str | None = None, sample_dir: str | None = None,
                     shared_data_dir: str | None = "auto", seed: int = 0) -> Runtime:
     """Resolve a notebook's parameters (``"auto"``/``None`` defaults) and seed every RNG."""
-    import random
-
-    import numpy as np
-
     if device in (None, "auto"):
         device = resolve_device("auto").type
     shared = paths.shared_data_dir() if shared_data_dir == "auto" else (
         Path(shared_data_dir) if shared_data_dir and Path(shared_data_dir).is_dir() else None)
     random.seed(seed)
     np.random.seed(seed % 2**32)
-    try:
-        import torch
-        torch.manual_seed(seed)
-    except ImportError:  # pragma: no cover
-        pass
+    torch.manual_seed(seed)
     results = paths.results_dir(results_dir)
     os.environ["DEID_RESULTS"] = str(results)  # deid_core.evaluate writes where the notebook reads
     return Runtime(results=results,

@@ -8,12 +8,16 @@ notebook into ``REPORT.md``.
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import json
 import math
 import os
 from pathlib import Path
 from typing import Any
+
+import numpy as np
+import pandas as pd
 
 from deid_core import paths
 from deid_core.errors import DeidError
@@ -23,10 +27,6 @@ from deid_core.errors import DeidError
 
 def _jsonable(obj: Any) -> Any:
     """Numpy scalars/arrays, paths and dataclasses to plain JSON types (NaN -> None)."""
-    import dataclasses
-
-    import numpy as np
-
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         return _jsonable(dataclasses.asdict(obj))
     if isinstance(obj, dict):
@@ -77,8 +77,6 @@ def _fmt(value: Any) -> str:
 
 def markdown_table(df) -> str:
     """A pandas DataFrame as a GitHub Markdown table (no extra dependency)."""
-    import pandas as pd
-
     df = df.reset_index() if not isinstance(df.index, pd.RangeIndex) else df
     cols = [str(c) for c in df.columns]
     lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
@@ -109,7 +107,7 @@ def save_figure(fig, name: str, results: str | Path | None = None, dpi: int = 11
 
 def _hardware() -> dict:
     try:
-        from deid_core.envcheck import environment_report
+        from deid_core.envcheck import environment_report  # in the try: written even if torch fails
         env = environment_report()
     except Exception as exc:  # the report must still be written
         return {"error": str(exc)}

@@ -14,7 +14,11 @@ import sys
 from pathlib import Path
 
 import cv2
+import matplotlib
 import numpy as np
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from deid_core import paths  # noqa: E402
@@ -22,9 +26,6 @@ from deid_core.face import AlignConfig, FaceAligner, read_image  # noqa: E402
 
 
 def main() -> int:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     frame = read_image(paths.sample_dir() / "inflight" / "Andrew_Morgan__Nick_Hague_inflight.jpg")
     aligner = FaceAligner(AlignConfig(size=256))
     faces = aligner.detect(frame)

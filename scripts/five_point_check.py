@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -33,8 +34,7 @@ def main() -> None:
     ap.add_argument("--max-side", type=int, default=800)
     ap.add_argument("--csv", default=None)
     args = ap.parse_args()
-    from facenet_pytorch import MTCNN
-    import pandas as pd
+    from facenet_pytorch import MTCNN  # optional dependency
     folder = Path(args.folder) if args.folder else None
     if folder is None:
         shared = paths.shared_data_dir()

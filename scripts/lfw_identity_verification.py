@@ -10,16 +10,18 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
+import torch
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from deid_core import paths  # noqa: E402
+from deid_core.evaluate.recognizer_lfw import verify_networks  # noqa: E402
+from deid_core.evaluate.table_writer import write_table  # noqa: E402
+from deid_core.identity import load_identity_network  # noqa: E402
+from deid_core.paths import results_dir  # noqa: E402
 
 
 def main() -> int:
-    import pandas as pd
-    import torch
-    from deid_core import paths
-    from deid_core.identity import load_identity_network
-    from deid_core.evaluate.table_writer import write_table
-    from deid_core.evaluate.recognizer_lfw import verify_networks
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--lfw", default=None, help="LFW folder (default: <shared data>/lfw-a)")
     ap.add_argument("--pairs", default=None, help="pairs.txt (default: <lfw>/pairs.txt)")
@@ -44,7 +46,6 @@ def main() -> int:
         df = pd.DataFrame([{"network": k, **v} for k, v in res.items()])
         df["paper"] = ""  # the paper reports no LFW accuracy for its recognizers (the kit asks >= 0.97 of its evaluators)
         print(df.to_string(index=False), f"\nelapsed {time.time() - t0:.0f} s", flush=True)
-        from deid_core.paths import results_dir
         out = Path(args.out) if args.out else results_dir() / "tables" / "identity_lfw"
         first = res[next(iter(res))]
         write_table(out.name, df, title="LFW verification of the identity networks (own alignment)",

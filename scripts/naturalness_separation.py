@@ -19,13 +19,17 @@ import re
 import sys
 from pathlib import Path
 
+import matplotlib
 import numpy as np
 
-from deid_core import paths
-from deid_core.face import FaceAligner, write_image
-from deid_core.evaluate.naturalness import run_naturalness
-from deid_core.paths import results_dir
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
 
+from deid_core import paths  # noqa: E402
+from deid_core.evaluate.conditions import load_faces  # noqa: E402
+from deid_core.evaluate.naturalness import run_naturalness  # noqa: E402
+from deid_core.face import FaceAligner, write_image  # noqa: E402
+from deid_core.paths import results_dir  # noqa: E402
 
 
 def parse_model(spec: str) -> tuple[str, float | None]:
@@ -36,9 +40,6 @@ def parse_model(spec: str) -> tuple[str, float | None]:
 
 def contact_sheet(images, landmarks, outputs: dict, path: Path, rows: int = 6, size: int = 192) -> None:
     """Aligned crops: one row per face, one column per condition (condition names above)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     al = FaceAligner(size=size)
     conds = list(outputs)
     k = min(rows, len(images))
@@ -69,7 +70,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--full-images", type=int, default=3, help="faces whose full outputs are saved")
     a = ap.parse_args(argv)
     models = [parse_model(m) for m in a.model] if a.model else [(str(paths.resolve_checkpoint(None)), None)]
-    from deid_core.evaluate.conditions import load_faces
     ims, lms, names = load_faces(a.images, a.max_images)
     outputs: dict = {}
     df = run_naturalness(a.images, models, a.max_images, name=a.name, outputs=outputs)

@@ -25,7 +25,7 @@ def add_audit(sub: argparse._SubParsersAction) -> None:
 
 
 def run_audit(args: argparse.Namespace) -> int:
-    from deid_core.audit import AuditConfig, audit
+    from deid_core.audit import AuditConfig, audit  # keeps deid --help free of OpenCV and torch
     cfg = AuditConfig(every=args.every, max_frames=args.max_frames,
                       max_pixel_change=args.max_pixel_change, max_sface=args.max_sface)
     report = audit(args.input, args.output, cfg, json_path=args.json)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 from deid_core.errors import DeidError
 
@@ -50,8 +51,8 @@ def add_eval(sub: argparse._SubParsersAction) -> None:
     _common(q)
 
     def run_lfw(a):
-        from deid_core.evaluate.conditions import DEFAULT_EVALUATORS
-        from deid_core.evaluate.lfw import run_lfw
+        from deid_core.evaluate.conditions import DEFAULT_EVALUATORS  # keeps deid --help free of torch
+        from deid_core.evaluate.lfw import run_lfw  # keeps deid --help free of torch
         df = run_lfw(a.evaluator or list(DEFAULT_EVALUATORS), a.lfw, a.pairs, a.per_fold, a.checkpoint,
                      not a.no_baselines, a.weights, a.far, a.seed, **_kw(a, lam=a.lam))
         print(df.to_string(index=False))
@@ -69,7 +70,7 @@ def add_eval(sub: argparse._SubParsersAction) -> None:
     _common(q, multi=False)
 
     def run_rank(a):
-        from deid_core.evaluate.rank import run_rank
+        from deid_core.evaluate.rank import run_rank  # keeps deid --help free of torch
         df = run_rank(a.evaluator, a.lfw, a.extra, a.checkpoint, not a.no_baselines, a.weights,
                       a.probe_identities, a.max_probes, a.max_gallery_images, a.max_extra_identities,
                       a.seed, **_kw(a, lam=a.lam))
@@ -84,7 +85,7 @@ def add_eval(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--weights")
 
     def run_gallery(a):
-        from deid_core.evaluate.gallery import run_gallery
+        from deid_core.evaluate.gallery import run_gallery  # keeps deid --help free of torch
         g = run_gallery(a.dataset, a.out, a.evaluator, a.weights)
         print(json.dumps({"identities": len(g), "dim": int(g.means.shape[1]), "out": a.out}))
         return 0
@@ -97,8 +98,8 @@ def add_eval(sub: argparse._SubParsersAction) -> None:
     _common(q)
 
     def run_t3(a):
-        from deid_core.evaluate.conditions import DEFAULT_EVALUATORS
-        from deid_core.evaluate.distances import run_table3
+        from deid_core.evaluate.conditions import DEFAULT_EVALUATORS  # keeps deid --help free of torch
+        from deid_core.evaluate.distances import run_table3  # keeps deid --help free of torch
         t3 = run_table3(a.images, a.checkpoint, a.evaluator or list(DEFAULT_EVALUATORS), a.donors,
                         a.max_images, a.weights, **_kw(a, lam=a.lam))
         print(t3.table.to_string(index=False))
@@ -114,8 +115,8 @@ def add_eval(sub: argparse._SubParsersAction) -> None:
     _common(q, lam=False)
 
     def run_lam(a):
-        from deid_core.evaluate.conditions import DEFAULT_EVALUATORS
-        from deid_core.evaluate.lambda_sweep import run_lambda
+        from deid_core.evaluate.conditions import DEFAULT_EVALUATORS  # keeps deid --help free of torch
+        from deid_core.evaluate.lambda_sweep import run_lambda  # keeps deid --help free of torch
         ck = {float(s.split("=", 1)[0]): s.split("=", 1)[1] for s in (a.pair or [])}
         if a.lams:
             if not a.checkpoint:
@@ -138,8 +139,8 @@ def add_eval(sub: argparse._SubParsersAction) -> None:
     _common(q, lam=False)
 
     def run_nat(a):
-        from deid_core.evaluate.naturalness import run_naturalness
-        from deid_core.evaluate.conditions import DEFAULT_EVALUATORS
+        from deid_core.evaluate.naturalness import run_naturalness  # keeps deid --help free of torch
+        from deid_core.evaluate.conditions import DEFAULT_EVALUATORS  # keeps deid --help free of torch
         models = [(a.checkpoint, lam) for lam in (a.lam or [None])] if a.checkpoint else []
         if a.lam and not a.checkpoint:
             raise DeidError("--lam needs --checkpoint (a λ-conditioned model)")
@@ -158,7 +159,7 @@ def add_eval(sub: argparse._SubParsersAction) -> None:
     _common(q)
 
     def run_gate(a):
-        from deid_core.evaluate.gates import run_gates
+        from deid_core.evaluate.gates import run_gates  # keeps deid --help free of torch
         if not a.checkpoint:
             raise DeidError("deid eval gates needs --checkpoint")
         table = run_gates(a.checkpoint, a.lam, a.images, a.wild, a.max_images, a.evaluator,
@@ -176,7 +177,7 @@ def add_eval(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--name")
 
     def run_attr(a):
-        from deid_core.evaluate.attributes import run_attributes
+        from deid_core.evaluate.attributes import run_attributes  # keeps deid --help free of torch
         print(run_attributes(a.images, a.checkpoint, a.max_images, **_kw(a)).to_string(index=False))
         return 0
     q.set_defaults(func=run_attr)
@@ -190,7 +191,7 @@ def add_eval(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--label", default="")
 
     def run_score(a):
-        from deid_core.evaluate.user_study import score_study
+        from deid_core.evaluate.user_study import score_study  # keeps deid --help free of torch
         out = score_study(a.responses, a.key, a.name, a.label)
         print(json.dumps({k: v for k, v in out.items() if not k.startswith("confusion")}, indent=2, default=str))
         return 0
@@ -202,7 +203,7 @@ def add_eval(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--seed", type=int, default=0)
 
     def run_videos(a):
-        from deid_core.evaluate.user_study import make_video_trials
+        from deid_core.evaluate.user_study import make_video_trials  # keeps deid --help free of torch
         sheet, key = make_video_trials(a.real, a.modified, a.out, a.seed)
         print(json.dumps({"trials": str(sheet), "answer_key": str(key)}))
         return 0
@@ -216,8 +217,8 @@ def add_eval(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--seed", type=int, default=0)
 
     def run_sheet(a):
-        from deid_core.evaluate.conditions import load_faces
-        from deid_core.evaluate.user_study import identification_sheet
+        from deid_core.evaluate.conditions import load_faces  # keeps deid --help free of torch
+        from deid_core.evaluate.user_study import identification_sheet  # keeps deid --help free of torch
         g_ims, _, g_names = load_faces(a.gallery)
         i_ims, _, i_names = load_faces(a.inputs)
         out = identification_sheet(dict(zip(g_names, g_ims)), dict(zip(i_names, i_ims)),
@@ -232,9 +233,8 @@ def add_eval(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--weights")
 
     def run_auto(a):
-        from pathlib import Path
-        from deid_core.evaluate.conditions import load_evaluators
-        from deid_core.evaluate.user_study import write_csv, automatic_observer
+        from deid_core.evaluate.conditions import load_evaluators  # keeps deid --help free of torch
+        from deid_core.evaluate.user_study import write_csv, automatic_observer  # keeps deid --help free of torch
         df = automatic_observer(a.trials, net=load_evaluators([a.evaluator], a.weights)[0],
                                 observer=f"auto-{a.evaluator}")
         write_csv(df, Path(a.out), f"automatic observer ({a.evaluator}), not people")

@@ -23,7 +23,7 @@ def add_align(sub: argparse._SubParsersAction) -> None:
 
 
 def run_align(args: argparse.Namespace) -> int:
-    from deid_core.face import DEFAULT_MARGIN, AlignConfig, align_file
+    from deid_core.face import DEFAULT_MARGIN, AlignConfig, align_file  # keeps deid --help free of OpenCV
     cfg = AlignConfig(size=args.size, detector=args.detector, upsample=args.upsample,
                       margin=DEFAULT_MARGIN if args.margin is None else args.margin)
     doc = align_file(args.input, args.output, args.json, cfg, face_index=args.face)
@@ -44,8 +44,8 @@ def add_embed(sub: argparse._SubParsersAction) -> None:
 
 
 def run_embed(args: argparse.Namespace) -> int:
-    from deid_core.identity import load_identity_network
-    from deid_core.pipeline import embed_image
+    from deid_core.identity import load_identity_network  # keeps deid --help free of torch
+    from deid_core.pipeline import embed_image  # keeps deid --help free of torch
     kw = {"weights": args.weights} if args.weights else {}
     net = load_identity_network(args.network, device=args.device, **kw)
     print(json.dumps(embed_image(args.input, net, detector=args.detector,
@@ -71,7 +71,7 @@ def add_image(sub: argparse._SubParsersAction) -> None:
 
 
 def run_image(args: argparse.Namespace) -> int:
-    from deid_core.pipeline import configure_threads, deidentify_image
+    from deid_core.pipeline import configure_threads, deidentify_image  # keeps deid --help free of torch
     configure_threads(args.threads)
     s = deidentify_image(args.input, args.output, args.checkpoint, args.target, args.lam,
                          args.device, args.overwrite, detector=detector_config(args),

@@ -12,6 +12,6 @@ def add_info(sub: argparse._SubParsersAction) -> None:
 
 
 def run_info(args: argparse.Namespace) -> int:
-    from deid_core.envcheck import environment_report
+    from deid_core.envcheck import environment_report  # keeps deid --help free of torch
     print(json.dumps(environment_report(), indent=2))
     return 0

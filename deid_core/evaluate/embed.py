@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
+from tqdm import tqdm
 
 from deid_core import paths
 from deid_core.errors import DeidError
@@ -62,7 +63,6 @@ def embed_files(net, ds: Dataset, landmarks: np.ndarray, indices: Sequence[int],
     ``tag`` names the transform in the cache (different transforms must use different tags); a
     transform's own ``cache_tag`` attribute (set by the baselines, with their parameters) wins.
     """
-    from tqdm import tqdm
     tag = getattr(transform, "cache_tag", tag)
     if transform is not None and tag == "original":
         raise DeidError("a transform needs its own cache tag (tag='original' is the unmodified images)")

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Sequence, Callable
 
 import numpy as np
+from tqdm import tqdm
 
 from deid_core import paths
 from deid_core.errors import DeidError
@@ -113,7 +114,6 @@ def rank_probes(gallery: np.ndarray, probes: np.ndarray, true_index: np.ndarray,
 
     Rank = 1 + number of identities strictly more similar than the true one (ties favour it).
     """
-    from tqdm import tqdm
     gallery = np.asarray(gallery, np.float32)
     probes = _normalise(probes)
     true_index = np.asarray(true_index, np.int64)
@@ -143,7 +143,6 @@ def build_gallery(ds, embed: Callable[[list[int]], np.ndarray], folder: str | os
     (e.g. to exclude held-out probes). Identities are processed ``chunk`` at a time and each
     finished chunk is saved under ``folder/parts`` so a rerun resumes where it stopped.
     """
-    from tqdm import tqdm
     folder = Path(folder)
     parts = folder / "parts"
     parts.mkdir(parents=True, exist_ok=True)

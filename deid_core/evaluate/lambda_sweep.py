@@ -8,8 +8,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence, Callable
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from scipy.stats import spearmanr
 
 from deid_core import paths
 from deid_core.errors import DeidError
@@ -36,8 +38,6 @@ def lambda_sweep(images: Sequence[np.ndarray], landmarks: Sequence[np.ndarray],
     (:mod:`deid_core.evaluate.naturalness`; the same for every evaluator of a λ). Spearman
     ρ(λ, descriptor distance) per evaluator is in the table notes and ``df.attrs["spearman"]``.
     """
-    import matplotlib.pyplot as plt
-    from scipy.stats import spearmanr
     if not transforms:
         raise DeidError("no λ settings given")
     lams = sorted(transforms)
@@ -131,7 +131,6 @@ def dial_steps(distances: Sequence[float]) -> dict:
 
 
 def _save(fig, path: Path) -> None:
-    import matplotlib.pyplot as plt
     with paths.atomic_write(path) as tmp:
         fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)

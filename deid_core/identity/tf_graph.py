@@ -19,7 +19,7 @@ def _messages():
     global _MESSAGES
     if _MESSAGES is not None:
         return _MESSAGES
-    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory  # optional (onnx's)
     F = descriptor_pb2.FieldDescriptorProto
     fdp = descriptor_pb2.FileDescriptorProto(name="deid_tf_graph.proto", package="deidtf", syntax="proto3")
 

@@ -115,7 +115,7 @@ def prepare_faces(src_dir: str | os.PathLike, dst_dir: str | os.PathLike, size: 
     ``detector`` None: the detector of an existing cache in ``dst_dir`` (so that a cache made
     with dlib HOG is resumed with it), else the shared default :data:`DEFAULT_DETECTOR`.
     """
-    from tqdm import tqdm
+    from tqdm import tqdm  # not on the GPU image (scripts/gpu/importguard.py)
     src_dir, dst_dir = Path(src_dir), Path(dst_dir)
     if not src_dir.is_dir():
         raise DeidError(f"source folder not found: {src_dir}")

@@ -33,8 +33,13 @@ import random
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
+import torch.distributed as dist
+from PIL import Image
+from torch.nn.parallel import DistributedDataParallel as DDP
+from torch.utils.data import DataLoader
 
 from deid_core import __version__, paths
 from deid_core.augment import ViewConfig, distort, same_view
@@ -55,7 +60,6 @@ from deid_core.train.data import FaceCacheDataset, StepBatchSampler
 
 def face_region(size: int) -> torch.Tensor:
     """1×1×S×S float mask of the template landmarks' convex hull in an aligned crop."""
-    import cv2
     pts = np.round(template_landmarks(size)).astype(np.int32)
     region = np.zeros((size, size), np.uint8)
     cv2.fillConvexPoly(region, cv2.convexHull(pts), 1)
@@ -92,7 +96,6 @@ def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
 def save_grid(path: Path, x: torch.Tensor, z: torch.Tensor | list[torch.Tensor],
               m: torch.Tensor) -> Path:
     """PNG with one row per example: source | output(s) | mask."""
-    from PIL import Image
     outs = [to_uint8(zi) for zi in (z if isinstance(z, (list, tuple)) else [z])]
     mask = (m.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).cpu()
     mask = mask[:, 0, :, :, None].expand(-1, -1, -1, 3).numpy()
@@ -130,7 +133,6 @@ class Trainer:
         self.world, self.rank, local = _ddp_env()
         self.device = resolve_device(cfg.device)
         if self.world > 1:
-            import torch.distributed as dist
             if self.device.type == "cuda":
                 self.device = torch.device("cuda", local)
                 torch.cuda.set_device(self.device)
@@ -164,7 +166,6 @@ class Trainer:
         self.region = face_region(self.mcfg.size).to(self.device)
         self.view = same_view(ViewConfig(), self.gen) if self.recipe.eot else None
         if self.world > 1:
-            from torch.nn.parallel import DistributedDataParallel as DDP
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.G_train = DDP(self.G, device_ids=ids)
             if self.D is not None:
@@ -439,8 +440,7 @@ class Trainer:
             ) -> list[dict]:
         """Train until ``cfg.steps`` (or stop early at step ``until``, checkpointing as at
         the end, e.g. to continue in a later session); returns this call's loss rows."""
-        from torch.utils.data import DataLoader
-        from tqdm import tqdm
+        from tqdm import tqdm  # not on the GPU image (scripts/gpu/importguard.py)
         cfg = self.cfg
         if self.dataset is None:
             if not cfg.data:
@@ -471,7 +471,7 @@ class Trainer:
                 self._truncate_log()
         if self.rank == 0 and self.tb is None:
             try:
-                from torch.utils.tensorboard import SummaryWriter
+                from torch.utils.tensorboard import SummaryWriter  # optional (tensorboard package)
                 self.tb = SummaryWriter(str(self.out / "tb"))
             except Exception:
                 self.tb = None
@@ -517,7 +517,6 @@ def train(cfg: TrainConfig, resume: bool = False, dataset=None, identity=None,
     trainer = Trainer(cfg, dataset=dataset, identity=identity)
     trainer.history = trainer.fit(resume=resume, progress=progress, until=until)
     if trainer.world > 1:
-        import torch.distributed as dist
         if dist.is_initialized():
             dist.barrier()
             dist.destroy_process_group()

@@ -53,7 +53,7 @@ class VideoInfo:
 
 
 def _open_input(path: Path):
-    import av
+    import av  # PyAV: not on the GPU image, where tests/test_gpu.py imports deid_core.video
     if not path.exists():
         raise DeidError(f"input video not found: {path}")
     if not path.is_file():
@@ -203,7 +203,7 @@ class Mp4Writer:
     def __init__(self, path: Path, width: int, height: int, fps: Fraction, time_base: Fraction,
                  audio_from: Path | None = None, crf: int = 18, preset: str = "veryfast",
                  queue_size: int = 8, audio_end: float | None = None):
-        import av
+        import av  # PyAV: not on the GPU image, where tests/test_gpu.py imports deid_core.video
         self.path = path
         self.container = av.open(str(path), "w", format="mp4")
         self.vs = self.container.add_stream("libx264", rate=fps)
@@ -233,7 +233,7 @@ class Mp4Writer:
 
     # audio -------------------------------------------------------------------------------
     def _setup_audio(self, src: Path) -> None:
-        import av
+        import av  # PyAV: not on the GPU image, where tests/test_gpu.py imports deid_core.video
         try:
             self._ain = av.open(str(src), "r")
         except Exception:
@@ -308,7 +308,7 @@ class Mp4Writer:
                 continue
 
     def _run(self) -> None:
-        import av
+        import av  # PyAV: not on the GPU image, where tests/test_gpu.py imports deid_core.video
         try:
             while True:
                 item = self.q.get()
@@ -385,7 +385,7 @@ def remux_copy(src: Path, dst: Path, expect_frames: int | None = None) -> bool:
     """Copy the streams of ``src`` into mp4 ``dst`` without re-encoding (video must be H.264
     and audio mp4-compatible). Returns False when that is not possible, or when the copy
     does not hold ``expect_frames`` video frames (checked by decoding it)."""
-    import av
+    import av  # PyAV: not on the GPU image, where tests/test_gpu.py imports deid_core.video
     with av.open(str(src)) as inp:
         if not inp.streams.video or _codec_id(inp.streams.video[0]) != "h264":
             return False

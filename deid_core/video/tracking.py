@@ -166,7 +166,7 @@ class FrameProcessor:
         self._filters: dict[int, OneEuroFilter] = {}  # render: One-Euro filter per track id
         self._recognisable: set[int] = set()         # render: tracks the aligner's check flagged
         self.detect = detect or aligner.detect       # frame → faces (rotated views: a wrapper)
-        import scipy.optimize  # noqa: F401  (imported here, not inside the timed tracking)
+        import scipy.optimize  # noqa: F401  (here, not in the timed tracking; lazy: not on the GPU image)
         self.times: dict[str, float] = {k: 0.0 for k in
                                         ("detect", "refit", "track", "warp", "net", "paste", "check",
                                          "fail_closed")}
@@ -215,7 +215,7 @@ class FrameProcessor:
     def _match(self, dets: list[Any]) -> tuple[list[tuple[int, int]], list[int], list[int]]:
         """Hungarian assignment on (1 − IoU) + normalised landmark distance; a lost track also
         matches a detection whose centre lies inside its grown (uncertain) region."""
-        from scipy.optimize import linear_sum_assignment
+        from scipy.optimize import linear_sum_assignment  # not on the GPU image (tests/README.md)
         if not self.tracks or not dets:
             return [], list(range(len(self.tracks))), list(range(len(dets)))
         tb = np.stack([self._track_box(t) for t in self.tracks])

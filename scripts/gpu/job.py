@@ -53,8 +53,8 @@ from deid_core.identity.dlib_net import DlibIdentity  # noqa: E402
 from deid_core.pipeline import Deidentifier  # noqa: E402
 from deid_core.model import Generator, ModelConfig, load_checkpoint  # noqa: E402
 from deid_core.transfer import source_transfer  # noqa: E402
-from deid_core.train import TrainConfig, Trainer  # noqa: E402
-from deid_core.recipe import TUNED_OPTIONS, RecipeConfig, parse_options  # noqa: E402
+from deid_core.train import TrainConfig, Trainer, lam_at  # noqa: E402
+from deid_core.recipe import TUNED_OPTIONS, RecipeConfig, dial, parse_options  # noqa: E402
 
 MiB = 1 << 20
 MAX_FILES = 8
@@ -309,7 +309,6 @@ def set_steps(trainer: Trainer, steps: int) -> None:
         return
     trainer.cfg.steps = int(steps)
     if hasattr(trainer, "schedule"):
-        from deid_core.train import lam_at
         trainer.schedule = trainer.cfg.resolved_schedule()
         trainer.lam = lam_at(trainer.schedule, trainer.step)
 
@@ -443,7 +442,6 @@ def dial_lams(trainer: Trainer, n: int) -> list[float]:
         return [float(trainer.lam)] * n
     recipe = getattr(trainer, "recipe", None)
     if recipe is not None and getattr(recipe, "lam_sampling", None) == "uniform":
-        from deid_core.recipe import dial
         return [float(v) for v in dial(recipe, n)]
     lo, hi = (float(v) for v in trainer.cfg.lam_range)
     return [0.0] + [float(v) for v in np.geomspace(lo, hi, n - 1)]

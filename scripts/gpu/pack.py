@@ -17,6 +17,7 @@ kept unless ``--replace``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import random
@@ -34,10 +35,10 @@ import shards  # noqa: E402
 from job import as_trained  # noqa: E402
 from deid_core import paths  # noqa: E402
 from deid_core.face import IMAGE_SUFFIXES, AlignConfig, FaceAligner, read_image  # noqa: E402
-from deid_core.train import read_face_index  # noqa: E402
+from deid_core.train import TrainConfig, read_face_index  # noqa: E402
 from deid_core.errors import DeidError  # noqa: E402
 from deid_core.identity.dlib_resnet import export_dlib_weights  # noqa: E402
-from deid_core.model import load_checkpoint  # noqa: E402
+from deid_core.model import ModelConfig, load_checkpoint  # noqa: E402
 
 MiB = 1 << 20
 REPO = paths.REPO_ROOT
@@ -159,8 +160,6 @@ def write_init(src: Path, dst: Path) -> dict:
 
 def job_model_config(preset: str, recipe: str) -> dict:
     """The model config the job will train: the preset with the recipe's model fields."""
-    import dataclasses
-    from deid_core.train import TrainConfig
     names = {f.name for f in dataclasses.fields(TrainConfig)}
     kw = {"preset": preset, **({"recipe": recipe} if "recipe" in names else {})}
     return TrainConfig(**kw).model_config().to_dict()
@@ -278,7 +277,6 @@ def main(argv: list[str] | None = None) -> int:
     manifest["preset"] = a.preset or (manifest["init_preset"] if same_recipe else JOB_PRESET)
     manifest["recipe"] = a.recipe
     if init is not None:
-        from deid_core.model import ModelConfig
         want = ModelConfig.from_dict(job_model_config(manifest["preset"], a.recipe))
         # the job continues a model of its own preset and recipe as trained (job.as_trained)
         continued = bool(as_trained({"config": init_cfg}, manifest["preset"], a.recipe))
