@@ -13,7 +13,7 @@ through :func:`deid_core.video.deidentify_video` with the committed starter mode
 Printed as fps and as ratios to the one-pass fps measured in the same process, plus the summary's
 per-stage ms per frame (``scan_*``, ``replay``, ``decode``...).
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_two_pass.py [--street-frames 60]
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_two_pass.py [--street-frames 60] [--repeats 2]
 """
 from __future__ import annotations
 
@@ -35,17 +35,24 @@ MODES = {"one-pass": dict(two_pass=False, rotated_views=False),
          "two-pass+rot": dict(two_pass=True, rotated_views=True)}
 
 
-def run(clip: Path, out_dir: Path, aligner, net, max_frames: int | None) -> dict:
+def run(clip: Path, out_dir: Path, aligner, net, max_frames: int | None,
+        repeats: int = 1) -> dict:
+    """Each mode's best of ``repeats`` runs, after a short untimed warm-up run."""
+    deidentify_video(clip, out_dir / f"{clip.stem}_warmup.mp4", aligner, net,
+                     VideoConfig(progress=False, max_frames=5), overwrite=True)
     res = {}
     for name, kw in MODES.items():
         cfg = VideoConfig(progress=False, max_frames=max_frames, **kw)
-        t0 = time.perf_counter()
-        s = deidentify_video(clip, out_dir / f"{clip.stem}_{name}.mp4", aligner, net, cfg,
-                             overwrite=True)
-        wall = time.perf_counter() - t0
-        res[name] = {"frames": s["frames"], "wall_s": round(wall, 2),
-                     "fps": round(s["frames"] / wall, 2),
-                     "ms_per_frame": {k: v for k, v in s["ms_per_frame"].items() if v >= 1.0}}
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            s = deidentify_video(clip, out_dir / f"{clip.stem}_{name}.mp4", aligner, net, cfg,
+                                 overwrite=True)
+            wall = time.perf_counter() - t0
+            if name not in res or wall < res[name]["wall_s"]:
+                res[name] = {"frames": s["frames"], "wall_s": round(wall, 2),
+                             "fps": round(s["frames"] / wall, 2),
+                             "ms_per_frame": {k: v for k, v in s["ms_per_frame"].items()
+                                              if v >= 1.0}}
     base = res["one-pass"]["fps"]
     for r in res.values():
         r["vs_one_pass"] = round(r["fps"] / base, 3)
@@ -55,6 +62,7 @@ def run(clip: Path, out_dir: Path, aligner, net, max_frames: int | None) -> dict
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--street-frames", type=int, default=60)
+    ap.add_argument("--repeats", type=int, default=1, help="best of N runs per mode")
     args = ap.parse_args()
     aligner, net = build_pipeline(None)
     with tempfile.TemporaryDirectory() as tmp:
@@ -70,7 +78,7 @@ def main() -> int:
             print("(no shared data: the 1080p street clip is skipped)")
         report = {}
         for name, (clip, n) in clips.items():
-            report[name] = run(clip, tmp, aligner, net, n)
+            report[name] = run(clip, tmp, aligner, net, n, args.repeats)
             for mode, r in report[name].items():
                 print(f"{name:13s} {mode:13s} {r['frames']:4d} frames  {r['fps']:6.2f} fps  "
                       f"x{r['vs_one_pass']:.2f} of one-pass  {json.dumps(r['ms_per_frame'])}")
