@@ -123,10 +123,15 @@ def test_job_dry_run(tiny_carry, tmp_path):
         assert key in bench, key
     assert bench["steps"] == 6 and bench["train_img_per_s"] > 0
     # carried weights of another model config (e.g. the first, paper-recipe starter) are
-    # warm-started tensor by tensor, not ignored; a model of the job's preset and recipe
-    # (the committed warp-head model) is continued as trained
-    if not json.loads((tiny_carry / "manifest.json").read_text()).get("init_matches", True):
+    # warm-started tensor by tensor, not ignored; the committed warp-head model is trained as
+    # an image head (--head image, the default): warm start, its own to_image fresh
+    manifest = json.loads((tiny_carry / "manifest.json").read_text())
+    init_path = next(p for p in (REPO / manifest["init"], tiny_carry / manifest["init"])
+                     if p.is_file())
+    init_cfg = torch.load(init_path, map_location="cpu", weights_only=False)["config"]["model"]
+    if not manifest.get("init_matches", True) or init_cfg.get("flow_px", 0) > 0:
         assert bench["init"].startswith("warm start from") and bench["prior_steps"] == 0
+    assert bench["head"] == "image"
     assert set(bench["paste"]) == {"320x240", "640x360"}
     assert all(v["changed_pixels"] > 0 for v in bench["paste"].values())
     # unpack into a loadable checkpoint
@@ -198,3 +203,20 @@ def test_job_recipe_options_tuned_then_init_then_command_line():
     # ... unless the command line turns it back into an image head
     cfg = job.parse_args(["--recipe", "deid", "--option", "flow_px=0"])
     assert job.job_options(cfg, warp)["luma_mid"] == TUNED_OPTIONS["luma_mid"]
+
+
+
+def test_job_trains_a_carried_warp_head_as_an_image_head():
+    """--head image (default) turns a continued warp head into the image head, under the
+    command line's own options; --head as-trained and image-head inits are left alone."""
+    import job
+    warp = {"model": {"flow_px": 5.0, "flow_grid": 8}, "options": {"curriculum": False}}
+    cfg = job.with_head(job.parse_args(["--recipe", "deid", "--option", "detail_sigma=2"]), warp)
+    assert cfg.options == {**job.IMAGE_HEAD, "detail_sigma": "2"}
+    opts = job.job_options(cfg, warp)                     # an image head gets the tuned ones
+    assert opts["flow_px"] == "0" and opts["curriculum"] == "1" and "luma_mid" in opts
+    kept = job.parse_args(["--recipe", "deid", "--head", "as-trained"])
+    assert job.with_head(kept, warp) is kept
+    image = {"model": {"flow_px": 0.0}, "options": {"curriculum": False}}
+    default = job.parse_args(["--recipe", "deid"])
+    assert job.with_head(default, image) is default and job.with_head(default, {}) is default

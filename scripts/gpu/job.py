@@ -88,6 +88,7 @@ class JobConfig:
     init: str | None = None           # weights to continue from (None: the carry's manifest)
     options: dict = field(default_factory=dict)   # recipe switches (--option NAME=VALUE)
     tuned: bool = True                # deid: start from recipe.TUNED_OPTIONS (--plain: off)
+    head: str = "image"               # image: train a drawn face | as-trained: keep the init's head
     grid_faces: int = 8
     dial_positions: int = 5
     bench_iters: int = 30
@@ -259,6 +260,22 @@ def as_trained(init: dict | None, preset: str, recipe: str) -> dict:
     return {"model": model, "options": options}
 
 
+# A warp head turned back into the image head (§3.1: the network draws the face): no flow, the
+# source detail under 1 px kept, and the curriculum again, because ``to_image`` starts fresh.
+IMAGE_HEAD = {"flow_px": "0", "flow_luma": "0", "flow_dial": "0", "detail_sigma": "1",
+              "curriculum": "1"}
+
+
+def with_head(cfg: JobConfig, same: dict) -> JobConfig:
+    """``cfg`` with :data:`IMAGE_HEAD` under its own ``--option``s when ``--head image`` and
+    the model being continued (``same``, :func:`as_trained`) is a warp head. No warp can change
+    who a face is (model card, "Where identity lives"), so a GPU run trains the drawn face."""
+    warp_init = float((same.get("model") or {}).get("flow_px", 0) or 0) > 0
+    if cfg.head != "image" or not warp_init:
+        return cfg
+    return dataclasses.replace(cfg, options={**IMAGE_HEAD, **cfg.options})
+
+
 def job_options(cfg: JobConfig, same: dict) -> dict:
     """Recipe switches of this run: for ``deid`` with an image head the tuned ones
     (``recipe.TUNED_OPTIONS``, unless ``--plain``; tuned on the image head, their mid-band
@@ -285,6 +302,11 @@ def build_trainer(cfg: JobConfig, identity: DlibIdentity, work: Path,
     if "recipe" in names:
         kw["recipe"] = cfg.recipe
         same = as_trained(init, cfg.preset, cfg.recipe)
+        headed = with_head(cfg, same)
+        if headed is not cfg:
+            log.info("--head image: the carried warp head is trained as an image head "
+                     "(%s, under the command line's options)", IMAGE_HEAD)
+            cfg = headed
         if same:
             log.info("continuing as trained: model %s, recipe options %s", same["model"],
                      same["options"])
@@ -631,6 +653,7 @@ def run(cfg: JobConfig) -> dict:
         meta.update({"preset": trainer.mcfg.name, "recipe": getattr(trainer.cfg, "recipe", None)})
         bench.update(meta)
         bench.update({"preset": trainer.mcfg.name, "batch": trainer.batch,
+                      "head": "warp" if getattr(trainer.mcfg, "flow_px", 0) else "image",
                       "recipe_options": {k: v for k, v in trainer.recipe.to_dict().items()
                                          if k != "name"} if hasattr(trainer, "recipe") else None,
                       "amp": str(trainer.amp_dtype).replace("torch.", ""),
@@ -770,6 +793,9 @@ def parse_args(argv: list[str] | None = None) -> JobConfig:
     p.add_argument("--seed", type=int)
     p.add_argument("--option", dest="options", action="append", metavar="NAME=VALUE",
                    help="recipe switch (repeatable; over the tuned ones and the init's)")
+    p.add_argument("--head", choices=("image", "as-trained"),
+                   help="image (default): a carried warp head is trained as an image head; "
+                        "as-trained: continue the carried head as it is")
     p.add_argument("--plain", dest="tuned", action="store_false", default=None,
                    help="the deid preset as its ablation measured it, without TUNED_OPTIONS")
     p.add_argument("--dry-run", action="store_true", help="tiny CPU run of the same code")
