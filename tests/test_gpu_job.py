@@ -78,6 +78,18 @@ def test_import_chain_without_venv_only_packages():
     assert "blocked" in res.stdout
 
 
+def test_gpu_tests_dry_run_on_cpu():
+    """tests/test_gpu.py, the GPU machine's own check, runs its plain runner on the CPU with the
+    packages the image lacks blocked (``importguard.ABSENT``): every test passes or skips."""
+    code = "\n".join([
+        "import sys, runpy", "sys.path.insert(0, 'scripts/gpu')", "import importguard",
+        "importguard.install(importguard.ABSENT)", "sys.argv = ['tests/test_gpu.py']",
+        "runpy.run_path('tests/test_gpu.py', run_name='__main__')"])
+    res = run([sys.executable, "-c", code], timeout=300,
+              env={**ENV, "DEID_GPU_TEST_DEVICE": "cpu"})
+    assert "FAIL" not in res.stdout and res.stdout.count("PASS") >= 3, res.stdout[-2000:]
+
+
 def test_shards_roundtrip(tmp_path):
     rng = np.random.default_rng(0)
     faces = [np.full((16, 16, 3), v, np.uint8) + rng.integers(0, 3, (16, 16, 3), dtype=np.uint8)
