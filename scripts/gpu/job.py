@@ -303,13 +303,15 @@ def build_trainer(cfg: JobConfig, identity: DlibIdentity, work: Path,
         kw["recipe"] = cfg.recipe
         same = as_trained(init, cfg.preset, cfg.recipe)
         headed = with_head(cfg, same)
-        if headed is not cfg:
+        turned = headed is not cfg
+        if turned:
             log.info("--head image: the carried warp head is trained as an image head "
                      "(%s, under the command line's options)", IMAGE_HEAD)
             cfg = headed
         if same:
-            log.info("continuing as trained: model %s, recipe options %s", same["model"],
-                     same["options"])
+            log.info("%s: model %s, recipe options %s",
+                     "its settings, the head turned back" if turned else "continuing as trained",
+                     same["model"], same["options"])
             # a model field set on the command line wins over the init's own
             same = {**same, "model": {k: v for k, v in same["model"].items()
                                       if k not in cfg.options}}
