@@ -15,8 +15,8 @@ piecewise-linear flow over the landmarks' triangulation, zero at the crop border
 and half strength; its embeddings use the moved landmarks. The last two ask what the paper's
 setting can reach at best, where only the convex hull of the landmarks changes and pose and
 expression stay (§3, steps g–h): the other person's face warped onto the source's landmarks
-and pasted inside the source's hull (feathered by 2 px), all of it (``face swap in the hull``)
-or its high band at σ = 4 px.
+and merged inside the source's hull by the pipeline's own step-h weight, all of it
+(``face swap in the hull``) or its high band at σ = 4 px.
 
 Each recogniser (SFace and FaceNet-CASIA, the independent evaluators, and dlib, the loss
 network) embeds the mixed crop with the source's own landmarks, and the table gives the median
@@ -73,13 +73,13 @@ def shape_warp(image: np.ndarray, src: np.ndarray, dst: np.ndarray) -> np.ndarra
 
 
 def hull_paste(source: np.ndarray, points: np.ndarray, face: np.ndarray,
-               feather: float) -> np.ndarray:
-    """``face`` inside the convex hull of ``points`` (feathered by ``feather`` px), ``source``
-    outside it."""
-    m = np.zeros(source.shape[:2], np.float32)
-    cv2.fillConvexPoly(m, cv2.convexHull(points.astype(np.int32)), 1.0)
-    m = cv2.GaussianBlur(m, (0, 0), feather)[..., None]
-    out = m * face.astype(np.float32) + (1 - m) * source.astype(np.float32)
+               aligner: FaceAligner) -> np.ndarray:
+    """``face`` merged into ``source`` inside the convex hull of ``points`` with the pipeline's
+    own step-h weight (:meth:`FaceAligner.hull_weight`), ``source`` everywhere else."""
+    (x, y, w, h), weight = aligner.hull_weight(points, source.shape)
+    out = source.astype(np.float32)
+    wgt = weight[..., None]
+    out[y:y + h, x:x + w] = wgt * face[y:y + h, x:x + w] + (1 - wgt) * out[y:y + h, x:x + w]
     return np.clip(out + 0.5, 0, 255).astype(np.uint8)
 
 
@@ -112,8 +112,8 @@ def main(argv: list[str] | None = None) -> int:
         row["paper"] = ""
         return row
 
-    rows = [measure("donor (another person)", None, donors, lms[1:] + lms[:1])]
     donor_lms = lms[1:] + lms[:1]
+    rows = [measure("donor (another person)", None, donors, donor_lms)]
     for k in (1.0, 0.5):
         goal = [lm + k * (dl - lm) for lm, dl in zip(lms, donor_lms)]
         warped = [shape_warp(c, lm, g) for c, lm, g in zip(crops, lms, goal)]
@@ -123,9 +123,9 @@ def main(argv: list[str] | None = None) -> int:
         if k == 1.0:
             shape_rows = [warped[:6]]
     onto = [shape_warp(d, dl, lm) for d, dl, lm in zip(donors, donor_lms, lms)]
-    swapped = [hull_paste(c, lm, o, 4) for c, lm, o in zip(crops, lms, onto)]
+    swapped = [hull_paste(c, lm, o, al) for c, lm, o in zip(crops, lms, onto)]
     rows.append(measure("face swap in the hull", None, swapped))
-    features = [hull_paste(c, lm, band_mix(c, o, 8, "high"), 4)
+    features = [hull_paste(c, lm, band_mix(c, o, 8, "high"), al)
                 for c, lm, o in zip(crops, lms, onto)]
     rows.append(measure("high band (σ 4) in the hull", 4, features))
     shape_rows.append(swapped[:6])
