@@ -2,6 +2,7 @@
 tracks that never expire, phone rotation, `deid audit` (and that it can fail), SIGTERM."""
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import subprocess
@@ -234,6 +235,29 @@ def test_live_starts_without_a_burst_of_drops(sample_dir, tmp_path):
                    realtime=True)
     assert s["first_source_index"] <= 2 and s["max_gap"] <= 12
     assert s["frames"] + s["dropped"] == s["captured"]
+
+
+def test_live_loop_runs_on_a_frozen_heap(sample_dir):
+    """The collector never walks the models' and libraries' objects mid-stream (a full
+    collection of a large heap stalls the loop for hundreds of ms and drops a burst of
+    frames); the heap is unfrozen again when the session ends, also on an error."""
+    frozen = []
+
+    def spy(crops):
+        frozen.append(gc.get_freeze_count())
+        return constant_net(crops)
+    assert gc.get_freeze_count() == 0
+    V.run_live(str(sample_dir / "clip" / "nasa_clip.mp4"), A.FaceAligner(), spy,
+               V.VideoConfig(detect_every=3, max_frames=10), realtime=True)
+    assert frozen[0] == 0                       # the warm-up call, before the clock starts
+    assert frozen[1:] and min(frozen[1:]) > 1000 and gc.get_freeze_count() == 0
+
+    def broken(crops):
+        raise RuntimeError("net failed")
+    with pytest.raises(RuntimeError, match="net failed"):
+        V.run_live(str(sample_dir / "clip" / "nasa_clip.mp4"), A.FaceAligner(), broken,
+                   V.VideoConfig(detect_every=3, max_frames=6))
+    assert gc.get_freeze_count() == 0
 
 
 def test_thread_defaults():

@@ -6,6 +6,7 @@ output (the paper's live setting, §1, §4).
 from __future__ import annotations
 
 import dataclasses
+import gc
 import os
 import queue
 import threading
@@ -125,7 +126,8 @@ def run_live(source: int | str, aligner: Any, net: CropFn | CropFnProvider,
     Frames that arrive while the pipeline is busy are dropped (a one-frame queue), never
     queued without bound. ``out`` writes the processed frames (fps overlay included) to an
     mp4 with their capture times (variable frame rate); ``show`` opens a side-by-side
-    preview window (needs a GUI build of OpenCV and a display; 'q' or Esc quits).
+    preview window (needs a GUI build of OpenCV and a display; 'q' or Esc quits). The models
+    are warmed up and the heap is frozen (``gc.freeze``) before the capture clock starts.
     """
     cfg = config or VideoConfig(fail_closed=True)
     if show:
@@ -151,12 +153,14 @@ def run_live(source: int | str, aligner: Any, net: CropFn | CropFnProvider,
     writer = (Mp4Writer(tmp, src.width, src.height, Fraction(src.fps).limit_denominator(1001),
                         Fraction(1, 1000), crf=cfg.crf, preset=cfg.preset) if tmp else None)
     infos: list[dict] = []
-    t_start = time.perf_counter()
     ema = None
     last = None
     latencies: list[float] = []
     interrupted = False
     try:
+        gc.collect()                # the heap that exists now (models, libraries) is never
+        gc.freeze()                 # walked mid-stream: no collector stall drops frames
+        t_start = time.perf_counter()
         src.start()
         while True:
             try:
@@ -215,6 +219,7 @@ def run_live(source: int | str, aligner: Any, net: CropFn | CropFnProvider,
             writer.abort()
         raise
     finally:
+        gc.unfreeze()
         src.stop()
         if show:
             try:
