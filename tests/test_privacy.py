@@ -252,12 +252,26 @@ def test_live_loop_runs_on_a_frozen_heap(sample_dir):
     assert frozen[0] == 0                       # the warm-up call, before the clock starts
     assert frozen[1:] and min(frozen[1:]) > 1000 and gc.get_freeze_count() == 0
 
-    def broken(crops):
-        raise RuntimeError("net failed")
+    calls = []
+
+    def broken(crops):                          # fails mid-stream, after the warm-up call
+        calls.append(gc.get_freeze_count())
+        if len(calls) > 1:
+            raise RuntimeError("net failed")
+        return constant_net(crops)
     with pytest.raises(RuntimeError, match="net failed"):
         V.run_live(str(sample_dir / "clip" / "nasa_clip.mp4"), A.FaceAligner(), broken,
-                   V.VideoConfig(detect_every=3, max_frames=6))
-    assert gc.get_freeze_count() == 0
+                   V.VideoConfig(detect_every=3, max_frames=10), realtime=True)
+    assert len(calls) == 2 and calls[1] > 1000 and gc.get_freeze_count() == 0
+
+    gc.freeze()                                 # a caller's own frozen heap stays frozen
+    try:
+        n = gc.get_freeze_count()
+        V.run_live(str(sample_dir / "clip" / "nasa_clip.mp4"), A.FaceAligner(), constant_net,
+                   V.VideoConfig(detect_every=3, max_frames=4), realtime=True)
+        assert gc.get_freeze_count() >= n
+    finally:
+        gc.unfreeze()
 
 
 def test_thread_defaults():

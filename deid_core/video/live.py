@@ -157,6 +157,7 @@ def run_live(source: int | str, aligner: Any, net: CropFn | CropFnProvider,
     last = None
     latencies: list[float] = []
     interrupted = False
+    caller_froze = gc.get_freeze_count() > 0    # then the caller owns the frozen heap
     try:
         gc.collect()                # the heap that exists now (models, libraries) is never
         gc.freeze()                 # walked mid-stream: no collector stall drops frames
@@ -219,7 +220,8 @@ def run_live(source: int | str, aligner: Any, net: CropFn | CropFnProvider,
             writer.abort()
         raise
     finally:
-        gc.unfreeze()
+        if not caller_froze:
+            gc.unfreeze()
         src.stop()
         if show:
             try:
