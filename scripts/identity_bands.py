@@ -114,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
 
     donor_lms = lms[1:] + lms[:1]
     rows = [measure("donor (another person)", None, donors, donor_lms)]
+    shape_rows: list[list[np.ndarray]] = []     # figure rows: full shape change, hull swap
     for k in (1.0, 0.5):
         goal = [lm + k * (dl - lm) for lm, dl in zip(lms, donor_lms)]
         warped = [shape_warp(c, lm, g) for c, lm, g in zip(crops, lms, goal)]
@@ -121,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         shift = np.median([np.linalg.norm(g - lm, axis=1).max() / 2 for lm, g in zip(lms, goal)])
         print(rows[-1], f"median largest landmark move {shift:.1f} px at 128", flush=True)
         if k == 1.0:
-            shape_rows = [warped[:6]]
+            shape_rows.append(warped[:6])
     onto = [shape_warp(d, dl, lm) for d, dl, lm in zip(donors, donor_lms, lms)]
     swapped = [hull_paste(c, lm, o, al) for c, lm, o in zip(crops, lms, onto)]
     rows.append(measure("face swap in the hull", None, swapped))
